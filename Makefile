@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PORT   ?= 8501
+ADDRESS ?= 127.0.0.1
+BIN    := $(VENV)/bin
+# Marker files: reinstall only when the requirement files change.
+RUN_STAMP := $(VENV)/.run-deps
+DEV_STAMP := $(VENV)/.dev-deps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint bench chromium clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: start the app on http://$(ADDRESS):$(PORT) (override with PORT=... ADDRESS=...)
+run: $(RUN_STAMP)
+	$(BIN)/python -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+## chromium: Debian's Chromium for the real-browser tests (installed when missing)
+chromium:
+	@[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+## test: every test, browser tests included
+test: $(DEV_STAMP) chromium
+	$(BIN)/python -m pytest
+
+## lint: ruff check and format check
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## bench: run every benchmark in benchmarks/ (prints figures)
+bench: $(RUN_STAMP)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; PYTHONPATH=. $(BIN)/python $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
