@@ -1,0 +1,242 @@
+r"""The geometry of the angular margin: where AMD puts the positive/negative boundary.
+
+Every entry ``q`` of an AMD attention map is the cosine of an angle :math:`\theta \in [0°, 90°]`.
+The loss compares :math:`\mathrm{pos} = s\cos(m\theta)` with :math:`\mathrm{neg} = s(1 - q)`;
+a position is *positive* where ``pos > neg``. With no margin (``m = 1``) the boundary is at
+:math:`\cos\theta = 1/2`, i.e. 60°; a margin ``m > 1`` moves it to smaller angles, so fewer,
+more strongly attended positions count as positive. The attentive weight
+:math:`e^{\mathrm{amd}} = \sigma(\mathrm{pos} - \mathrm{neg})` is a soft step at that boundary,
+sharper for a larger scale ``s``.
+
+All values come from :func:`kd_core.losses.amd.angular_terms`, the function the loss itself
+uses: the figure cannot drift from the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from kd_core.losses.amd import DEFAULT_SCALE, angular_terms
+
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
+_BLUE = "#0072B2"
+_ORANGE = "#E69F00"
+_GREEN = "#009E73"
+
+THETA_AXIS_TITLE = "angle θ between attention vector and position axis (degrees)"
+FEATURE_AXIS_TITLE = "feature / s (dimensionless)"
+WEIGHT_AXIS_TITLE = "σ(pos − neg) (weight, 0 to 1)"
+
+
+@dataclass(frozen=True)
+class MarginCurves:
+    """The AMD terms along the angle grid ``theta_deg``, for one margin and scale.
+
+    Attributes:
+        margin: the angular margin ``m``.
+        scale: the scale ``s``.
+        theta_deg: the angle grid in degrees, from 0 to 90 inclusive.
+        cos_margin: ``pos / s = cos(m * theta)``.
+        one_minus_cos: ``neg / s = 1 - cos(theta)``.
+        weight: ``exp(amd) = sigmoid(pos - neg)``, the attentive weight in ``(0, 1)``.
+    """
+
+    margin: float
+    scale: float
+    theta_deg: np.ndarray
+    cos_margin: np.ndarray
+    one_minus_cos: np.ndarray
+    weight: np.ndarray
+
+
+def _require_positive(name: str, value: object, hint: str) -> float:
+    """``value`` as a float if it is a finite real number > 0, otherwise a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number > 0 ({hint}), got {value!r}.")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0.0:
+        raise ValueError(f"{name} must be a finite number > 0 ({hint}), got {number}.")
+    return number
+
+
+def _require_margin(margin: object) -> float:
+    return _require_positive("margin", margin, "1 means no margin; the paper uses 1.35")
+
+
+def _require_scale(scale: object) -> float:
+    return _require_positive("scale", scale, "the paper uses 64")
+
+
+def margin_curves(margin: float, scale: float = DEFAULT_SCALE, num: int = 361) -> MarginCurves:
+    """``pos / s``, ``neg / s`` and ``exp(amd)`` on ``num`` angles from 0° to 90°.
+
+    The values are computed by :func:`~kd_core.losses.amd.angular_terms` from
+    ``q = cos(theta)`` in float64, exactly as the loss computes them (including its clamp of
+    ``q`` to ``1 - 1e-7``, which only moves the point at 0° by about 0.03°).
+
+    Raises:
+        ValueError: if ``margin`` or ``scale`` is not a finite number > 0, or ``num`` is not an
+            integer >= 2.
+    """
+    margin, scale = _require_margin(margin), _require_scale(scale)
+    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
+        raise ValueError(f"num (the number of angles) must be an integer >= 2, got {num!r}.")
+    theta_deg = np.linspace(0.0, 90.0, int(num))
+    q = torch.from_numpy(np.cos(np.deg2rad(theta_deg)))  # float64
+    terms = angular_terms(q, margin=margin, scale=scale)
+    return MarginCurves(
+        margin=margin,
+        scale=scale,
+        theta_deg=theta_deg,
+        cos_margin=(terms.pos / scale).numpy(),
+        one_minus_cos=(terms.neg / scale).numpy(),
+        weight=torch.exp(terms.attentive).numpy(),
+    )
+
+
+def _pos_minus_neg(theta_rad: float, margin: float) -> float:
+    """``pos - neg`` at one angle, from the loss's own formula (``s = 1``: the sign is all that
+    matters, and it does not depend on ``s``)."""
+    q = torch.tensor(math.cos(theta_rad), dtype=torch.float64)
+    terms = angular_terms(q, margin=margin, scale=1.0)
+    return float(terms.pos - terms.neg)
+
+
+def boundary_angle(margin: float) -> float:
+    """The angle in degrees where ``cos(m * theta) = 1 - cos(theta)``: positions at a smaller
+    angle are positive (``pos > neg``), those at a larger one negative.
+
+    ``m = 1`` gives 60°; the angle decreases as the margin grows (about 50.7° for ``m = 1.35``)
+    and approaches 90° as ``m`` goes to 0 (it is 90.0 once ``cos(m * 90°)`` rounds to 1,
+    ``m`` below about 1e-8). Solved by bisection on ``pos - neg`` computed by
+    :func:`~kd_core.losses.amd.angular_terms`. On ``[0, 90° / max(m, 1)]`` the difference is
+    strictly decreasing, positive at 0 and negative at the right end, so the root found is the
+    first (for ``m > 2`` the cosine oscillates and later crossings exist, but only the first
+    separates the strongly attended positions from the rest).
+
+    Raises:
+        ValueError: if ``margin`` is not a finite number > 0, or so large (about 3500) that the
+            loss counts even ``q = 1`` as negative.
+    """
+    margin = _require_margin(margin)
+    lo, hi = 0.0, math.pi / (2.0 * max(margin, 1.0))
+    if _pos_minus_neg(lo, margin) <= 0.0:
+        raise ValueError(
+            f"margin {margin} is too large: the loss counts every position as negative "
+            "(pos <= neg even at theta = 0); use a margin below about 3500."
+        )
+    for _ in range(200):  # stops once the interval cannot shrink (about 55 halvings)
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            break
+        if _pos_minus_neg(mid, margin) > 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return math.degrees(0.5 * (lo + hi))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def margin_figure(margin: float, scale: float = DEFAULT_SCALE) -> go.Figure:
+    """Two stacked panels sharing the angle axis (0° to 90°).
+
+    Top: ``cos(m theta)`` (``pos / s``) for ``margin`` and for ``m = 1`` (dashed, reference),
+    and ``1 - cos(theta)`` (``neg / s``), with the two boundary angles as vertical lines.
+    Bottom: the attentive weight ``sigmoid(pos - neg) = exp(amd)`` for both margins at scale
+    ``scale``.
+
+    Raises:
+        ValueError: if ``margin`` or ``scale`` is not a finite number > 0.
+    """
+    margin, scale = _require_margin(margin), _require_scale(scale)
+    chosen = margin_curves(margin, scale)
+    reference = margin_curves(1.0, scale)
+    chosen_boundary = boundary_angle(margin)
+    reference_boundary = boundary_angle(1.0)
+    m = _fmt(margin)
+
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12,
+        row_heights=[0.6, 0.4],
+        subplot_titles=(
+            "pos / s = cos(mθ) against neg / s = 1 − cos θ",
+            f"attentive weight exp(amd) = σ(pos − neg), scale s = {_fmt(scale)}",
+        ),
+    )
+    theta = chosen.theta_deg
+    lines = [
+        (1, f"cos(mθ), m = {m} (pos / s)", chosen.cos_margin, _BLUE, "solid"),
+        (1, "cos(θ), m = 1 (reference)", reference.cos_margin, _ORANGE, "dash"),
+        (1, "1 − cos(θ) (neg / s)", chosen.one_minus_cos, _GREEN, "solid"),
+        (2, f"σ(pos − neg), m = {m}", chosen.weight, _BLUE, "solid"),
+        (2, "σ(pos − neg), m = 1 (reference)", reference.weight, _ORANGE, "dash"),
+    ]
+    for row, name, values, colour, dash in lines:
+        fig.add_trace(
+            go.Scatter(
+                x=theta,
+                y=values,
+                name=name,
+                mode="lines",
+                line={"color": colour, "dash": dash, "width": 2.5},
+                hovertemplate=f"θ = %{{x:.2f}}°<br>{name}: %{{y:.4f}}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+
+    # Boundary lines on both panels, labelled once (top panel). The label of the smaller angle
+    # sits left of its line, the other right of its line, so the two never overlap.
+    same = abs(chosen_boundary - reference_boundary) < 1e-9
+    boundaries = [(chosen_boundary, _BLUE, f"m = {m}: {chosen_boundary:.1f}°")]
+    if not same:
+        boundaries.append((reference_boundary, _ORANGE, f"m = 1: {reference_boundary:.1f}°"))
+    smallest = min(b for b, _, _ in boundaries)
+    for angle, colour, label in boundaries:
+        side = "left" if angle == smallest and not same else "right"
+        line = {"color": colour, "dash": "dot", "width": 1.5}
+        fig.add_vline(
+            x=angle,
+            line=line,
+            row=1,
+            col=1,
+            annotation_text=f"boundary {label}",
+            annotation_position=f"bottom {side}",
+            annotation_font_color=colour,
+        )
+        fig.add_vline(x=angle, line=line, row=2, col=1)
+
+    fig.update_xaxes(range=[0, 90], dtick=15, ticksuffix="°", hoverformat=".2f")
+    fig.update_xaxes(title_text=THETA_AXIS_TITLE, row=2, col=1)
+    fig.update_yaxes(title_text=FEATURE_AXIS_TITLE, range=[-1.05, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text=WEIGHT_AXIS_TITLE, range=[-0.05, 1.05], row=2, col=1)
+    title = f"Angular margin m = {m}: positions with θ below {chosen_boundary:.1f}° count as "
+    title += (
+        "positive (pos > neg), as without a margin"
+        if same
+        else f"positive (pos > neg); without a margin, below {reference_boundary:.1f}°"
+    )
+    fig.update_layout(
+        title={
+            "text": title,
+            "font": {"size": 15},
+        },
+        height=620,
+        margin={"t": 90, "b": 40, "l": 70, "r": 20},
+        hovermode="x unified",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0.0},
+    )
+    return fig

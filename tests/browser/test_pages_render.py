@@ -1,0 +1,68 @@
+"""Every page renders in a real headless Chromium: formula, chart, no exception, interaction."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from kd_core.figures.margin import boundary_angle
+
+pytestmark = pytest.mark.browser
+
+TITLE = "Angular margin-based distillation (AMD)"
+CHOSEN = "Boundary angle, chosen margin"
+
+
+def _metric_value(app_page, label: str):
+    metric = app_page.page.locator('[data-testid="stMetric"]').filter(has_text=label)
+    return metric.locator('[data-testid="stMetricValue"]')
+
+
+def _screenshot(page, path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so full_page alone shows only
+    the viewport; grow the viewport to the content height for the shot."""
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight ?? 0"
+    )
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
+def test_home_renders_and_the_margin_slider_works(app_page, tmp_path):
+    app_page.goto("/", expect_text=TITLE)
+    page = app_page.page
+
+    expect(page.locator("h1").filter(has_text=TITLE)).to_be_visible()
+    # st.latex blocks (KaTeX is loaded lazily, hence the auto-waiting expect).
+    formulas = page.locator('[data-testid="stMarkdownContainer"] .katex-display .katex')
+    expect(formulas.first).to_be_visible()
+    expect(formulas).to_have_count(4)
+    chart = page.locator('[data-testid="stPlotlyChart"]')
+    expect(chart.locator(".js-plotly-plot")).to_be_visible()
+    expect(chart.locator(".js-plotly-plot .scatterlayer .trace")).to_have_count(5)
+    expect(page.get_by_text("compute device")).to_be_visible()
+    value = _metric_value(app_page, CHOSEN)
+    expect(value).to_have_text(f"{boundary_angle(1.35):.1f}°")
+    _screenshot(page, tmp_path / "home.png")
+
+    # Keyboard: 7 steps of 0.05 take the margin from 1.35 to 1.00. The role (an ARIA slider or
+    # an <input type="range">, depending on the Streamlit version) is found by accessible name.
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Angular margin m")
+    thumb = slider.get_by_role("slider", name="Angular margin m")
+    thumb.focus()
+    for _ in range(7):
+        thumb.press("ArrowLeft")
+    page.wait_for_function(
+        "([sel, text]) => [...document.querySelectorAll(sel)].some("
+        "  m => m.innerText.includes('chosen margin') && m.innerText.includes(text))",
+        arg=['[data-testid="stMetric"]', "60.0°"],
+        timeout=30_000,
+    )
+    app_page.wait_idle()
+    expect(slider.locator('[data-testid="stSliderThumbValue"]')).to_have_text("1.00")
+    expect(value).to_have_text("60.0°")
+    expect(chart.get_by_text("boundary m = 1: 60.0°")).to_be_visible()
+    _screenshot(page, tmp_path / "home_m1.png")
+    assert not app_page.console_errors, app_page.console_errors

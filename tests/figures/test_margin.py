@@ -1,0 +1,157 @@
+"""The margin geometry (kd_core.figures.margin) against independent numpy transcriptions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from kd_core.figures.margin import (
+    FEATURE_AXIS_TITLE,
+    THETA_AXIS_TITLE,
+    WEIGHT_AXIS_TITLE,
+    boundary_angle,
+    margin_curves,
+    margin_figure,
+)
+
+BAD_NUMBERS = [0.0, -1.0, -0.5, math.nan, math.inf, -math.inf, True, "1.35", None]
+
+
+def _expected(margin: float, scale: float, num: int) -> dict[str, np.ndarray]:
+    """The AMD terms from the spec, written independently in numpy float64: q = cos(theta),
+    theta' = arccos(clip(q, -1 + 1e-7, 1 - 1e-7)), pos = s cos(m theta'), neg = s (1 - q)."""
+    theta = np.deg2rad(np.linspace(0.0, 90.0, num))
+    q = np.cos(theta)
+    clamped = np.arccos(np.clip(q, -1.0 + 1e-7, 1.0 - 1e-7))
+    pos = scale * np.cos(margin * clamped)
+    neg = scale * (1.0 - q)
+    return {
+        "theta": theta,
+        "cos_margin": np.cos(margin * clamped),
+        "one_minus_cos": 1.0 - q,
+        "weight": 1.0 / (1.0 + np.exp(-(pos - neg))),
+    }
+
+
+def test_boundary_without_margin_is_60_degrees():
+    assert boundary_angle(1.0) == pytest.approx(60.0, abs=1e-9)
+    assert boundary_angle(1) == pytest.approx(60.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0, 1.2, 1.35, 2.0, 2.5, 3.7])
+def test_boundary_solves_the_equation(margin):
+    t = math.radians(boundary_angle(margin))
+    assert 0.0 < t < math.pi / 2
+    assert math.cos(margin * t) == pytest.approx(1.0 - math.cos(t), abs=1e-12)
+    # It is the first crossing: pos > neg just before it, pos < neg just after.
+    assert math.cos(margin * (t - 1e-6)) > 1.0 - math.cos(t - 1e-6)
+    assert math.cos(margin * (t + 1e-6)) < 1.0 - math.cos(t + 1e-6)
+    grid = np.linspace(0.0, t, 2001)[:-1]
+    assert np.all(np.cos(margin * grid) > 1.0 - np.cos(grid))
+
+
+def test_boundary_decreases_as_the_margin_grows():
+    margins = [0.5, 1.0, 1.1, 1.35, 1.5, 2.0, 2.5]
+    angles = [boundary_angle(m) for m in margins]
+    assert np.all(np.diff(angles) < 0), angles
+    assert boundary_angle(1.35) < 60.0
+    assert boundary_angle(0.5) > 60.0
+
+
+@pytest.mark.parametrize(("margin", "scale"), [(1.0, 64.0), (1.35, 64.0), (2.5, 8.0), (0.7, 1.0)])
+def test_curves_match_numpy_transcription(margin, scale):
+    num = 181
+    curves = margin_curves(margin, scale, num=num)
+    expected = _expected(margin, scale, num)
+    assert curves.theta_deg.shape == (num,)
+    assert curves.theta_deg[0] == 0.0
+    assert curves.theta_deg[-1] == 90.0
+    for name in ("cos_margin", "one_minus_cos", "weight"):
+        actual = getattr(curves, name)
+        assert actual.dtype == np.float64, name
+        np.testing.assert_allclose(actual, expected[name], rtol=0.0, atol=1e-9, err_msg=name)
+    # Small weights (down to about 1e-43 here) agree relatively, not only absolutely.
+    np.testing.assert_allclose(curves.weight, expected["weight"], rtol=1e-8, atol=0.0)
+
+
+def test_curves_are_cos_m_theta_away_from_the_clamp():
+    """The clamp of q to 1 - 1e-7 only affects theta = 0 (about 0.026 degrees)."""
+    margin = 1.35
+    curves = margin_curves(margin, num=361)
+    theta = np.deg2rad(curves.theta_deg)
+    np.testing.assert_allclose(curves.cos_margin[1:], np.cos(margin * theta[1:]), atol=1e-9)
+    assert curves.cos_margin[0] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(curves.one_minus_cos, 1.0 - np.cos(theta), atol=1e-12)
+
+
+def test_weight_is_a_step_at_the_boundary():
+    curves = margin_curves(1.35, 64.0, num=901)
+    boundary = boundary_angle(1.35)
+    at_boundary = np.interp(boundary, curves.theta_deg, curves.weight)
+    assert at_boundary == pytest.approx(0.5, abs=0.05)
+    assert np.all(curves.weight[curves.theta_deg < boundary - 5.0] > 0.99)
+    assert np.all(curves.weight[curves.theta_deg > boundary + 5.0] < 0.01)
+
+
+def test_figure_traces_and_axes():
+    fig = margin_figure(1.35, 64.0)
+    assert isinstance(fig, go.Figure)
+    names = [trace.name for trace in fig.data]
+    assert names == [
+        "cos(mθ), m = 1.35 (pos / s)",
+        "cos(θ), m = 1 (reference)",
+        "1 − cos(θ) (neg / s)",
+        "σ(pos − neg), m = 1.35",
+        "σ(pos − neg), m = 1 (reference)",
+    ]
+    assert fig.layout.xaxis2.title.text == THETA_AXIS_TITLE
+    assert "(degrees)" in THETA_AXIS_TITLE
+    assert fig.layout.yaxis.title.text == FEATURE_AXIS_TITLE
+    assert fig.layout.yaxis2.title.text == WEIGHT_AXIS_TITLE
+    assert all(trace.hovertemplate for trace in fig.data)
+    assert "m = 1.35" in fig.layout.title.text
+    # The plotted values are the ones margin_curves computes.
+    curves = margin_curves(1.35, 64.0)
+    np.testing.assert_array_equal(fig.data[0].y, curves.cos_margin)
+    np.testing.assert_array_equal(fig.data[3].y, curves.weight)
+    # One vertical line per boundary and panel, labelled on the top panel.
+    lines = [shape for shape in fig.layout.shapes if shape.type == "line"]
+    xs = sorted(round(shape.x0, 6) for shape in lines)
+    b = round(boundary_angle(1.35), 6)
+    assert xs == [b, b, 60.0, 60.0]
+    labels = [a.text for a in fig.layout.annotations if a.text and a.text.startswith("boundary")]
+    assert labels == [f"boundary m = 1.35: {boundary_angle(1.35):.1f}°", "boundary m = 1: 60.0°"]
+
+
+def test_figure_without_margin_labels_one_boundary():
+    fig = margin_figure(1.0)
+    labels = [a.text for a in fig.layout.annotations if a.text and a.text.startswith("boundary")]
+    assert labels == ["boundary m = 1: 60.0°"]
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS)
+def test_bad_margin_raises(bad):
+    for call in (boundary_angle, margin_curves, margin_figure):
+        with pytest.raises(ValueError, match=r"margin must be a finite number > 0"):
+            call(bad)
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS)
+def test_bad_scale_raises(bad):
+    for call in (margin_curves, margin_figure):
+        with pytest.raises(ValueError, match=r"scale must be a finite number > 0"):
+            call(1.35, bad)
+
+
+@pytest.mark.parametrize("bad", [0, 1, -5, 2.5, True])
+def test_bad_num_raises(bad):
+    with pytest.raises(ValueError, match=r"integer >= 2"):
+        margin_curves(1.35, num=bad)
+
+
+def test_huge_margin_is_refused():
+    with pytest.raises(ValueError, match="too large"):
+        boundary_angle(1e4)
