@@ -164,11 +164,16 @@ def test_gradients_reach_student_and_never_teacher():
 
 
 @pytest.mark.parametrize("local", [False, True])
-def test_gradcheck_float64(local):
+@pytest.mark.parametrize(("margin", "scale"), [(1.35, 64.0), (1.0, 8.0), (2.5, 16.0)])
+def test_gradcheck_float64(local, margin, scale):
+    # The loss computes its gradient in closed form; gradcheck compares it with finite differences.
     f_s, f_t = random_pair(batch=2, c_s=3, c_t=2, height=4, width=5)
     f_s.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda x: amd_layer_loss(x, f_t, local=local, scale=8.0), (f_s,), eps=1e-6, atol=1e-6
+        lambda x: amd_layer_loss(x, f_t, local=local, margin=margin, scale=scale),
+        (f_s,),
+        eps=1e-6,
+        atol=1e-6,
     )
 
 
