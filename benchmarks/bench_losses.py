@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from kd_core.losses import ModelOutputs, Objective
 from kd_core.losses.amd import amd_layer_loss
-from kd_core.models import create_model
+from kd_core.models import create_model, extract_features
 
 BATCH = 64
 STAGE_SHAPES = {
@@ -105,8 +105,8 @@ def bench_distillation_step(repeats: int) -> None:
 
         def step(objective=objective, student=student, optimizer=optimizer):
             with torch.no_grad():
-                teacher_out: ModelOutputs = teacher.forward_features(images)
-            total, _ = objective(student.forward_features(images), teacher_out, labels)
+                teacher_out: ModelOutputs = extract_features(teacher, images)
+            total, _ = objective(extract_features(student, images), teacher_out, labels)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

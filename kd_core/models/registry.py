@@ -25,7 +25,8 @@ def list_models() -> list[str]:
 
 def create_model(name: str, num_classes: int = 100) -> nn.Module:
     """Build network ``name`` with ``num_classes`` outputs; ``model(x)`` returns logits and
-    ``model.forward_features(x)`` the stage outputs, pooled feature and logits."""
+    :func:`~kd_core.models.features.extract_features` the stage outputs, pooled feature and
+    logits in the same pass."""
     if name not in _MODELS:
         raise ValueError(f"Unknown model {name!r}; accepted names: {', '.join(_MODELS)}.")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

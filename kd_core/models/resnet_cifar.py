@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kd_core.outputs import ModelOutputs
+from kd_core.models.features import FeatureSpec
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -45,7 +45,7 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """CIFAR ResNet: 3x3 stem, three stages of basic blocks, global average pool, linear."""
 
-    stage_names = ("layer1", "layer2", "layer3")
+    feature_spec = FeatureSpec(stages=("layer1", "layer2", "layer3"), head="fc")
 
     def __init__(
         self, depth: int, filters: tuple[int, int, int, int], num_classes: int = 100
@@ -73,15 +73,7 @@ class CifarResNet(nn.Module):
         layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
-    def forward_features(self, x: Tensor) -> ModelOutputs:
-        """One pass returning the three stage outputs, the pooled feature and the logits."""
-        out = F.relu(self.bn1(self.conv1(x)))
-        stages = {}
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            stages[name] = out
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return ModelOutputs(logits=self.fc(pooled), stages=stages, pooled=pooled)
-
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x).logits
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))

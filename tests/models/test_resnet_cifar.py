@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_core.models import create_model, list_models
+from kd_core.models import create_model, extract_features, list_models
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ZOO = json.loads((FIXTURES / "repdistiller_cifar_zoo.json").read_text())
@@ -27,7 +27,7 @@ def test_state_dict_matches_community_zoo(name):
 def test_stage_and_pooled_shapes(name):
     model = create_model(name).eval()
     with torch.no_grad():
-        outputs = model.forward_features(torch.randn(2, 3, 32, 32))
+        outputs = extract_features(model, torch.randn(2, 3, 32, 32))
     # The zoo lists stem, three stages and the pooled feature; distillation uses the last four.
     expected = ZOO[name]["stage_feature_shapes_for_2x3x32x32"][1:]
     got = [list(t.shape) for t in outputs.stage_list] + [list(outputs.pooled.shape)]
@@ -42,7 +42,7 @@ def test_resnet20_reproduces_community_golden_logits():
     model.load_state_dict(checkpoint["model"])
     model.eval()
     with torch.no_grad():
-        outputs = model.forward_features(golden["input"])
+        outputs = extract_features(model, golden["input"])
     torch.testing.assert_close(outputs.logits, golden["logits"], atol=1e-4, rtol=0)
     torch.testing.assert_close(outputs.pooled, golden["pooled"], atol=1e-4, rtol=0)
 
