@@ -52,10 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kd_core.losses.base import DistillationLoss
+from kd_core.losses.base import StageFeatureLoss
 from kd_core.losses.registry import register_loss
 from kd_core.losses.validation import compute_dtype, feature_pairs, require_number, require_tensor
-from kd_core.outputs import ModelOutputs
 
 NORM_EPS = 1e-6
 """Added to ``||a||`` when normalising the attention map (the reference value)."""
@@ -314,7 +313,7 @@ def amd_layer_loss(
 
 
 @register_loss
-class AMDLoss(DistillationLoss):
+class AMDLoss(StageFeatureLoss):
     """AMD over several layers: one :func:`amd_layer_loss` per student/teacher pair, summed.
 
     Config example (objective mapping): ``{"ce": 1, "kd": 0.9, "amd": 1000}`` with
@@ -332,37 +331,19 @@ class AMDLoss(DistillationLoss):
         align: bool = False,
         layers: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(align=align, layers=layers)
         self.margin, self.scale = _check_hyperparameters(margin, scale)
         self.local_weight = require_number("amd", "local_weight", local_weight, low=0.0, high=1.0)
         self.local = bool(local)
-        self.align = bool(align)
-        self.layers = None if layers is None else list(layers)
 
-    def forward(self, feats_s: Sequence[Tensor], feats_t: Sequence[Tensor]) -> Tensor:
-        """Sum over layer pairs of the per-layer AMD loss."""
-        pairs = feature_pairs("amd", feats_s, feats_t, layers=self.layers, align=self.align)
-        return torch.stack(
-            [
-                amd_layer_loss(
-                    f_s,
-                    f_t,
-                    margin=self.margin,
-                    scale=self.scale,
-                    local=self.local,
-                    local_weight=self.local_weight,
-                )
-                for f_s, f_t in pairs
-            ]
-        ).sum()
-
-    def from_outputs(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, target: Tensor
-    ) -> Tensor:
-        return self(student.stage_list, teacher.stage_list)
+    def layer_loss(self, index: int, f_s: Tensor, f_t: Tensor) -> Tensor:
+        return amd_layer_loss(
+            f_s, f_t, margin=self.margin, scale=self.scale,
+            local=self.local, local_weight=self.local_weight,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
             f"margin={self.margin}, scale={self.scale}, local={self.local}, "
-            f"local_weight={self.local_weight}, align={self.align}, layers={self.layers}"
+            f"local_weight={self.local_weight}, {super().extra_repr()}"
         )

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kd_core.losses.base import DistillationLoss
+from kd_core.losses.base import StageFeatureLoss
 from kd_core.losses.registry import register_loss
-from kd_core.losses.validation import feature_pairs, full_precision, require_number
-from kd_core.outputs import ModelOutputs
+from kd_core.losses.validation import full_precision, require_number
 
 
 def at_map(f: Tensor, p: float = 2.0) -> Tensor:
@@ -32,7 +30,7 @@ def at_map(f: Tensor, p: float = 2.0) -> Tensor:
 
 
 @register_loss
-class AttentionTransferLoss(DistillationLoss):
+class AttentionTransferLoss(StageFeatureLoss):
     """Squared distance between normalised activation-attention maps, summed over layers."""
 
     name = "at"
@@ -40,26 +38,12 @@ class AttentionTransferLoss(DistillationLoss):
     def __init__(
         self, p: float = 2.0, align: bool = False, layers: Sequence[int] | None = None
     ) -> None:
-        super().__init__()
-        # p >= 1 (the paper uses p > 1): for p < 1 the gradient of |F|^p is infinite at the zeros
-        # that ReLU features are full of, and the loss's gradients become NaN.
+        super().__init__(align=align, layers=layers)
+        # p < 1 would make |F|^p non-differentiable (infinite slope) at the zeros ReLU produces.
         self.p = require_number("at", "p", p, low=1.0)
-        self.align = bool(align)
-        self.layers = None if layers is None else list(layers)
 
-    def forward(self, feats_s: Sequence[Tensor], feats_t: Sequence[Tensor]) -> Tensor:
-        pairs = feature_pairs("at", feats_s, feats_t, layers=self.layers, align=self.align)
-        return torch.stack(
-            [
-                (at_map(f_s, self.p) - at_map(f_t.detach(), self.p)).pow(2).mean()
-                for f_s, f_t in pairs
-            ]
-        ).sum()
-
-    def from_outputs(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, target: Tensor
-    ) -> Tensor:
-        return self(student.stage_list, teacher.stage_list)
+    def layer_loss(self, index: int, f_s: Tensor, f_t: Tensor) -> Tensor:
+        return (at_map(f_s, self.p) - at_map(f_t.detach(), self.p)).pow(2).mean()
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, align={self.align}, layers={self.layers}"
+        return f"p={self.p}, {super().extra_repr()}"

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kd_core.losses.base import DistillationLoss
+from kd_core.losses.base import StageFeatureLoss
 from kd_core.losses.registry import register_loss
-from kd_core.losses.validation import feature_pairs, full_precision
-from kd_core.outputs import ModelOutputs
+from kd_core.losses.validation import full_precision
 
 
 @register_loss
-class FitNetLoss(DistillationLoss):
+class FitNetLoss(StageFeatureLoss):
     """MSE between regressed student features and teacher features, summed over layers."""
 
     name = "fitnet"
@@ -37,7 +35,7 @@ class FitNetLoss(DistillationLoss):
         align: bool = False,
         layers: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(align=align, layers=layers)
         student_channels, teacher_channels = list(student_channels), list(teacher_channels)
         if len(student_channels) != len(teacher_channels) or not student_channels:
             raise ValueError(
@@ -50,31 +48,21 @@ class FitNetLoss(DistillationLoss):
             nn.Conv2d(c_s, c_t, kernel_size=1)
             for c_s, c_t in zip(student_channels, teacher_channels, strict=True)
         )
-        self.align = bool(align)
-        self.layers = None if layers is None else list(layers)
 
-    def forward(self, feats_s: Sequence[Tensor], feats_t: Sequence[Tensor]) -> Tensor:
-        pairs = feature_pairs("fitnet", feats_s, feats_t, layers=self.layers, align=self.align)
+    def check_pairs(self, pairs: list[tuple[Tensor, Tensor]]) -> None:
         if len(pairs) != len(self.regressors):
             raise ValueError(
                 f"fitnet: {len(pairs)} layer pairs but {len(self.regressors)} regressors; "
                 "student_channels/teacher_channels must list one count per distilled layer."
             )
-        losses = []
         for index, ((f_s, f_t), regressor) in enumerate(zip(pairs, self.regressors, strict=True)):
             if f_s.shape[1] != regressor.in_channels or f_t.shape[1] != regressor.out_channels:
                 raise ValueError(
-                    f"fitnet: layer {index} has {f_s.shape[1]} student and {f_t.shape[1]} teacher "
-                    f"channels, but its regressor maps {regressor.in_channels} -> "
+                    f"fitnet: layer {index} has {f_s.shape[1]} student and {f_t.shape[1]} "
+                    f"teacher channels, but its regressor maps {regressor.in_channels} -> "
                     f"{regressor.out_channels}."
                 )
-            losses.append(F.mse_loss(full_precision(regressor(f_s)), full_precision(f_t.detach())))
-        return torch.stack(losses).sum()
 
-    def from_outputs(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, target: Tensor
-    ) -> Tensor:
-        return self(student.stage_list, teacher.stage_list)
-
-    def extra_repr(self) -> str:
-        return f"align={self.align}, layers={self.layers}"
+    def layer_loss(self, index: int, f_s: Tensor, f_t: Tensor) -> Tensor:
+        regressed = self.regressors[index](f_s)
+        return F.mse_loss(full_precision(regressed), full_precision(f_t.detach()))

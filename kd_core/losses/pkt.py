@@ -19,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kd_core.losses.base import DistillationLoss
+from kd_core.losses.base import PooledFeatureLoss
 from kd_core.losses.registry import register_loss
-from kd_core.losses.relational import pooled_outputs, pooled_pair
-from kd_core.outputs import ModelOutputs
 
 PKT_EPS = 1e-7
 
@@ -35,18 +33,12 @@ def conditional_probabilities(x: Tensor) -> Tensor:
 
 
 @register_loss
-class ProbabilisticKnowledgeTransferLoss(DistillationLoss):
+class ProbabilisticKnowledgeTransferLoss(PooledFeatureLoss):
     """KL divergence between teacher and student similarity distributions over the batch."""
 
     name = "pkt"
 
-    def forward(self, pooled_s: Tensor, pooled_t: Tensor) -> Tensor:
-        student, teacher = pooled_pair("pkt", pooled_s, pooled_t)
+    def pooled_loss(self, student: Tensor, teacher: Tensor) -> Tensor:
         p_s = conditional_probabilities(student)
         p_t = conditional_probabilities(teacher)
         return torch.mean(p_t * torch.log((p_t + PKT_EPS) / (p_s + PKT_EPS)))
-
-    def from_outputs(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, target: Tensor
-    ) -> Tensor:
-        return self(*pooled_outputs("pkt", student, teacher))

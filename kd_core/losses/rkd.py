@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kd_core.losses.base import DistillationLoss
+from kd_core.losses.base import PooledFeatureLoss
 from kd_core.losses.registry import register_loss
-from kd_core.losses.relational import pooled_outputs, pooled_pair
 from kd_core.losses.validation import require_number
-from kd_core.outputs import ModelOutputs
 
 DISTANCE_EPS = 1e-12
 
@@ -52,7 +50,7 @@ def triplet_angles(x: Tensor) -> Tensor:
 
 
 @register_loss
-class RelationalKnowledgeDistillationLoss(DistillationLoss):
+class RelationalKnowledgeDistillationLoss(PooledFeatureLoss):
     """Huber loss on normalised pairwise distances and on triplet angles of pooled features."""
 
     name = "rkd"
@@ -62,16 +60,10 @@ class RelationalKnowledgeDistillationLoss(DistillationLoss):
         self.distance_weight = require_number("rkd", "distance_weight", distance_weight, low=0.0)
         self.angle_weight = require_number("rkd", "angle_weight", angle_weight, low=0.0)
 
-    def forward(self, pooled_s: Tensor, pooled_t: Tensor) -> Tensor:
-        student, teacher = pooled_pair("rkd", pooled_s, pooled_t)
+    def pooled_loss(self, student: Tensor, teacher: Tensor) -> Tensor:
         distance = F.smooth_l1_loss(normalized_distances(student), normalized_distances(teacher))
         angle = F.smooth_l1_loss(triplet_angles(student), triplet_angles(teacher))
         return self.distance_weight * distance + self.angle_weight * angle
-
-    def from_outputs(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, target: Tensor
-    ) -> Tensor:
-        return self(*pooled_outputs("rkd", student, teacher))
 
     def extra_repr(self) -> str:
         return f"distance_weight={self.distance_weight}, angle_weight={self.angle_weight}"

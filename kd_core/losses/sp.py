@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kd_core.losses.base import DistillationLoss
+from kd_core.losses.base import StageFeatureLoss
 from kd_core.losses.registry import register_loss
-from kd_core.losses.validation import feature_pairs, full_precision
-from kd_core.outputs import ModelOutputs
+from kd_core.losses.validation import full_precision
 
 
 def similarity_matrix(f: Tensor) -> Tensor:
@@ -32,28 +30,17 @@ def similarity_matrix(f: Tensor) -> Tensor:
 
 
 @register_loss
-class SimilarityPreservingLoss(DistillationLoss):
+class SimilarityPreservingLoss(StageFeatureLoss):
     """Squared Frobenius distance between batch similarity matrices, divided by ``B^2``."""
 
     name = "sp"
+    same_size = False  # only the batch size must match
 
     def __init__(self, layers: Sequence[int] | None = (-1,)) -> None:
-        super().__init__()
-        self.layers = None if layers is None else list(layers)
+        super().__init__(layers=layers)
 
-    def forward(self, feats_s: Sequence[Tensor], feats_t: Sequence[Tensor]) -> Tensor:
-        pairs = feature_pairs("sp", feats_s, feats_t, layers=self.layers, same_size=False)
-        return torch.stack(
-            [
-                (similarity_matrix(f_s) - similarity_matrix(f_t.detach())).pow(2).mean()
-                for f_s, f_t in pairs
-            ]
-        ).sum()
-
-    def from_outputs(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, target: Tensor
-    ) -> Tensor:
-        return self(student.stage_list, teacher.stage_list)
+    def layer_loss(self, index: int, f_s: Tensor, f_t: Tensor) -> Tensor:
+        return (similarity_matrix(f_s) - similarity_matrix(f_t.detach())).pow(2).mean()
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}"

@@ -143,3 +143,12 @@ def compute_dtype(tensor: Tensor) -> torch.dtype:
 def full_precision(tensor: Tensor) -> Tensor:
     """``tensor`` in its :func:`compute_dtype` (losses never compute in fp16/bf16)."""
     return tensor.to(compute_dtype(tensor))
+
+
+def pooled_pair(loss: str, student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate pooled features (``B x D`` each, dims may differ); teacher detached, both in
+    full precision."""
+    require_tensor(loss, "student pooled feature", student, 2)
+    require_tensor(loss, "teacher pooled feature", teacher, 2)
+    require_same_batch(loss, student, teacher, "pooled feature")
+    return full_precision(student), full_precision(teacher.detach())
