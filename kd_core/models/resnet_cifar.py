@@ -12,11 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kd_core.models._layers import conv3x3, init_like_community
 from kd_core.models.features import FeatureSpec
-
-
-def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -24,9 +21,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = _conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample: nn.Module | None = None
         if stride != 1 or inplanes != planes:
@@ -60,12 +57,7 @@ class CifarResNet(nn.Module):
         self.layer2 = self._stage(filters[1], filters[2], blocks, stride=2)
         self.layer3 = self._stage(filters[2], filters[3], blocks, stride=2)
         self.fc = nn.Linear(filters[3], num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_like_community(self)
 
     @staticmethod
     def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
