@@ -1,0 +1,95 @@
+"""Data speed (prints figures; run with `make bench`).
+
+1. ``shapes`` generation: images/s rendering the train and test splits (12,000 images) with
+   no cache. Target: well under 5 s for the 12,000, on one core.
+2. ``shapes`` from the cache: images/s for ``create_dataset`` reading the cached ``.npz`` files,
+   and for iterating over the test split item by item (what a DataLoader does).
+
+Each part is a function taking ``repeats``; add new parts to :data:`SECTIONS`. The cache is
+a temporary folder, so the user's own cache is neither used nor touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+from kd_core.data import create_dataset
+from kd_core.data.cache import CACHE_ENV
+from kd_core.data.shapes import SPLIT_SIZES, load_shapes
+from kd_core.data.shapes_render import render_shapes
+
+TOTAL = sum(SPLIT_SIZES.values())
+
+
+def median_seconds(step: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_shapes_generation(repeats: int) -> None:
+    print(f"shapes generation, no cache: {TOTAL:,} images (train + test), median of {repeats}")
+
+    def render_all() -> None:
+        for split, count in SPLIT_SIZES.items():
+            render_shapes(count, seed=0, split=split)
+
+    seconds = median_seconds(render_all, repeats)
+    print(f"  {'render':<18} {seconds:6.3f} s   {TOTAL / seconds:>10,.0f} images/s")
+
+
+def bench_shapes_cache(repeats: int) -> None:
+    print(f"\nshapes from the cache: {TOTAL:,} images, median of {repeats}")
+    for split in SPLIT_SIZES:
+        load_shapes(split)  # write the cache files
+
+    def load_all() -> None:
+        for split in SPLIT_SIZES:
+            create_dataset("shapes", split)
+
+    seconds = median_seconds(load_all, repeats)
+    print(f"  {'create_dataset':<18} {seconds:6.3f} s   {TOTAL / seconds:>10,.0f} images/s")
+
+    test = create_dataset("shapes", "test")
+    train = create_dataset("shapes", "train", limit=len(test))
+
+    for label, data in (("items, test", test), ("items, train (aug)", train)):
+        seconds = median_seconds(lambda data=data: [data[i] for i in range(len(data))], repeats)
+        print(f"  {label:<18} {seconds:6.3f} s   {len(data) / seconds:>10,.0f} images/s")
+
+
+SECTIONS: list[Callable[[int], None]] = [bench_shapes_generation, bench_shapes_cache]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per case")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu\n")
+    with tempfile.TemporaryDirectory(prefix="kd_core_bench_") as folder:
+        previous = os.environ.get(CACHE_ENV)
+        os.environ[CACHE_ENV] = folder
+        try:
+            for section in SECTIONS:
+                section(args.repeats)
+        finally:
+            if previous is None:
+                os.environ.pop(CACHE_ENV, None)
+            else:
+                os.environ[CACHE_ENV] = previous
+
+
+if __name__ == "__main__":
+    main()

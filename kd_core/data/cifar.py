@@ -1,0 +1,179 @@
+"""``cifar10`` and ``cifar100``: torchvision's CIFAR datasets, read from local files.
+
+Nothing is downloaded unless ``download=True`` is passed. The files are looked for under
+``root`` (default ``$KD_CORE_DATA`` or ``~/.cache/kd_core/datasets``), in the folder the
+official archives extract to: ``<root>/cifar-10-batches-py`` and ``<root>/cifar-100-python``
+(``root`` may also name that folder itself). Files are checked for presence, not checksums,
+and anything unreadable in them is reported as a ``ValueError`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+from torchvision import datasets
+
+from kd_core.data.cache import default_data_root
+from kd_core.data.registry import DatasetInfo, register_dataset
+from kd_core.data.transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    cifar_transform,
+)
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+# The fine labels, in the order of the archive's ``meta`` file (alphabetical).
+_CIFAR100_NAMES = """
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
+crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
+keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse
+mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
+porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
+snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
+tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
+"""
+CIFAR100_CLASSES = tuple(_CIFAR100_NAMES.split())
+
+CIFAR10_INFO = DatasetInfo(
+    name="cifar10",
+    title="CIFAR-10",
+    description="60,000 32 x 32 photos in 10 classes (50,000 train, 10,000 test); local files.",
+    num_classes=10,
+    class_names=CIFAR10_CLASSES,
+    mean=CIFAR10_MEAN,
+    std=CIFAR10_STD,
+    image_size=32,
+)
+CIFAR100_INFO = DatasetInfo(
+    name="cifar100",
+    title="CIFAR-100",
+    description="60,000 32 x 32 photos in 100 classes (50,000 train, 10,000 test); local files.",
+    num_classes=100,
+    class_names=CIFAR100_CLASSES,
+    mean=CIFAR100_MEAN,
+    std=CIFAR100_STD,
+    image_size=32,
+)
+
+
+class _LocalFiles:
+    """Mixin over torchvision's CIFAR classes: files must be present (no checksum: a copy from
+    elsewhere or a re-packed archive is fine); reading errors surface as they happen."""
+
+    base_folder: str
+    train_list: list
+    test_list: list
+    meta: dict
+    root: str
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+        return all((folder / name).is_file() for name in names)
+
+    def _load_meta(self) -> None:
+        path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+        with open(path, "rb") as file:
+            data = pickle.load(file, encoding="latin1")
+        self.classes = data[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class LocalCIFAR10(_LocalFiles, datasets.CIFAR10):
+    """torchvision's CIFAR-10 reading local files without checksums."""
+
+
+class LocalCIFAR100(_LocalFiles, datasets.CIFAR100):
+    """torchvision's CIFAR-100 reading local files without checksums."""
+
+
+def _expected_files(cls) -> list[str]:
+    return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def _load(
+    cls, info: DatasetInfo, split: str, root: Path | None, augment: bool, limit, download: bool
+):
+    root = default_data_root() if root is None else root
+    if root.name == cls.base_folder:  # the user pointed at the extracted folder itself
+        root = root.parent
+    folder = root / cls.base_folder
+    archive = cls.url.rsplit("/", 1)[-1]
+    missing = [name for name in _expected_files(cls) if not (folder / name).is_file()]
+    if missing and not download:
+        raise ValueError(
+            f"{info.title} files not found: expected the folder {folder} holding "
+            f"{', '.join(_expected_files(cls))} (what {archive} extracts to; missing: "
+            f"{', '.join(missing)}). Put the files there, pass root= the folder that contains "
+            f"{cls.base_folder}, or pass download=True (an explicit opt-in) to fetch them when "
+            "online."
+        )
+    transform = cifar_transform(info.mean, info.std, augment)
+    try:
+        dataset = cls(str(root), train=split == "train", transform=transform, download=download)
+    except (OSError, RuntimeError) as error:
+        if download and missing:
+            raise ValueError(
+                f"Could not download {info.title} into {folder} ({error}). Check the internet "
+                f"connection, or copy the extracted {archive} there by hand."
+            ) from error
+        raise ValueError(
+            f"Could not read the {info.title} files in {folder} ({error}); they may be "
+            f"corrupt: delete the folder and extract {archive} there again."
+        ) from error
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"The {info.title} files in {folder} are not in the expected format "
+            f"({type(error).__name__}: {error}); delete the folder and extract {archive} there "
+            "again."
+        ) from error
+    if limit is not None:
+        dataset.data = dataset.data[:limit]
+        dataset.targets = dataset.targets[:limit]
+    dataset.targets = [int(t) for t in dataset.targets]
+    if len(dataset.classes) != info.num_classes or np.asarray(dataset.data).shape[1:] != (
+        32,
+        32,
+        3,
+    ):
+        raise ValueError(
+            f"The files in {folder} hold {len(dataset.classes)} classes of images shaped "
+            f"{np.asarray(dataset.data).shape[1:]}, not {info.title}'s {info.num_classes} "
+            "classes of 32 x 32 x 3."
+        )
+    dataset.info = info
+    dataset.class_names = tuple(dataset.classes)
+    return dataset
+
+
+@register_dataset(CIFAR10_INFO)
+def build_cifar10(
+    *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
+) -> LocalCIFAR10:
+    del seed  # the data is fixed
+    return _load(LocalCIFAR10, CIFAR10_INFO, split, root, augment, limit, download)
+
+
+@register_dataset(CIFAR100_INFO)
+def build_cifar100(
+    *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
+) -> LocalCIFAR100:
+    del seed
+    return _load(LocalCIFAR100, CIFAR100_INFO, split, root, augment, limit, download)

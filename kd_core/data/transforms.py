@@ -1,0 +1,92 @@
+"""Normalisation constants, the standard augmentations, and :func:`denormalize`.
+
+- CIFAR-10/100: ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip`` for training, as in
+  RepDistiller (CRD) and mdistiller; CIFAR-100 statistics as in RepDistiller, CIFAR-10 the
+  per-pixel training-set statistics (not the widespread ``(0.2023, 0.1994, 0.2010)`` std, which
+  is the std of per-image means).
+- ``imagefolder``: the ImageNet recipe: ``RandomResizedCrop(224)`` + flip for training,
+  ``Resize(256)`` + ``CenterCrop(224)`` for testing, ImageNet statistics.
+- ``shapes``: the same crop-and-flip as CIFAR, done on tensors (:class:`RandomCropFlip`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision import transforms
+
+from kd_core.data.registry import DatasetInfo, dataset_info
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def cifar_transform(mean, std, augment: bool) -> transforms.Compose:
+    """PIL image -> normalised tensor, with RepDistiller's training augmentation if asked."""
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+    return transforms.Compose(
+        [*(steps if augment else []), transforms.ToTensor(), transforms.Normalize(mean, std)]
+    )
+
+
+def imagenet_transform(augment: bool, size: int = 224, resize: int = 256) -> transforms.Compose:
+    """PIL image -> normalised tensor, the ImageNet training or evaluation recipe."""
+    if augment:
+        steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
+    else:
+        steps = [transforms.Resize(resize), transforms.CenterCrop(size)]
+    return transforms.Compose(
+        [*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+
+
+class RandomCropFlip:
+    """On a C x H x W tensor: zero-pad by ``padding``, crop back to H x W at a random offset,
+    flip horizontally with probability 1/2 (``RandomCrop(padding=...)`` + flip, on tensors).
+    Draws from torch's global generator, so DataLoader workers get their own streams."""
+
+    def __init__(self, padding: int = 4) -> None:
+        self.padding = padding
+
+    def __call__(self, image: Tensor) -> Tensor:
+        p = self.padding
+        height, width = image.shape[-2:]
+        top, left = (int(v) for v in torch.randint(0, 2 * p + 1, (2,)))
+        image = F.pad(image, (p, p, p, p))[..., top : top + height, left : left + width]
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image
+
+    def __repr__(self) -> str:
+        return f"RandomCropFlip(padding={self.padding})"
+
+
+def normalize(images: Tensor, mean, std) -> Tensor:
+    """``(images - mean) / std`` per channel, for C x H x W or B x C x H x W."""
+    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+    return (images - mean_t) / std_t
+
+
+def denormalize(images: Tensor, dataset="shapes") -> Tensor:
+    """Undo a dataset's normalisation: ``images`` (C x H x W or B x C x H x W, as returned by
+    the dataset or :func:`~kd_core.data.images.prepare_image`) back to RGB in ``[0, 1]``
+    (clamped), ready to display (``(x.permute(1, 2, 0) * 255).byte()``).
+
+    ``dataset`` is a registry name or a :class:`~kd_core.data.registry.DatasetInfo`.
+    """
+    info = dataset if isinstance(dataset, DatasetInfo) else dataset_info(dataset)
+    if not isinstance(images, Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(
+            f"denormalize: images must be a 3 x H x W or B x 3 x H x W tensor, got {shape}."
+        )
+    images = images if images.is_floating_point() else images.float()
+    mean = torch.as_tensor(info.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+    std = torch.as_tensor(info.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+    return (images * std + mean).clamp(0.0, 1.0)
