@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.run-deps
 DEV_STAMP := $(VENV)/.dev-deps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench chromium clean-venv
+.PHONY: run test lint bench assets chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: $(DEV_STAMP)
 ## bench: run every benchmark in benchmarks/ (prints figures)
 bench: $(RUN_STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; PYTHONPATH=. $(BIN)/python $$f || exit 1; done
+
+## assets: retrain the bundled teacher and students on shapes (about an hour on 2 CPU cores)
+assets: $(RUN_STAMP)
+	PYTHONPATH=. $(BIN)/python scripts/make_assets.py
 
 clean-venv:
 	rm -rf $(VENV)

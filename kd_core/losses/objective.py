@@ -27,7 +27,9 @@ from kd_core.losses.registry import build_loss, list_losses, loss_class
 from kd_core.outputs import ModelOutputs
 
 
-def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """The weights as floats; a ``ValueError`` for unknown names, negative or non-finite weights,
+    or no positive weight."""
     if not isinstance(weights, Mapping) or not weights:
         raise ValueError(
             "objective: give at least one weighted term, e.g. {'ce': 1, 'amd': 1000}; "
@@ -61,7 +63,7 @@ class Objective(nn.Module):
         params: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        self.weights = _check_weights(weights)
+        self.weights = check_weights(weights)
         params = dict(params or {})
         stray = sorted(set(params) - set(self.weights))
         if stray:

@@ -1,0 +1,1 @@
+"""Training: optimiser and schedule, device and precision, and (later) the distillation loop."""

@@ -1,0 +1,160 @@
+"""The full, resolved configuration of one training run, and the named presets.
+
+A run is defined by a :class:`TrainConfig` alone: it is written to the run folder as JSON,
+read back on resume, and built from presets, files (JSON or YAML) and command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kd_core.losses.objective import check_weights
+from kd_core.losses.registry import loss_class
+from kd_core.training.device import PRECISIONS
+from kd_core.training.optim import OptimizerConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (see :data:`PRESETS` for complete examples).
+
+    ``seed`` drives initialisation, batch order and augmentation; ``data_seed`` picks the
+    generated data (``shapes``), fixed across runs by default so that seeds compare models on
+    the same images. ``teacher`` is a checkpoint path (any format that
+    :func:`kd_core.checkpoints.load_checkpoint` reads) or ``None`` for a student trained alone;
+    ``objective`` maps loss names to weights and ``loss_params`` holds per-loss parameters
+    (e.g. ``{"amd": {"local": True}}``).
+    """
+
+    student: str = "resnet8"
+    teacher: str | None = None
+    dataset: str = "shapes"
+    data_root: str | None = None
+    objective: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    loss_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    limit_train: int | None = None
+    limit_test: int | None = None
+    seed: int = 0
+    data_seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    log_every: int = 20
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["optimizer"]["milestones"] = list(self.optimizer.milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a plain mapping (a config file); unknown keys are an error that lists the
+        known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration keys {unknown}; known keys: {sorted(known)}.")
+        values = dict(data)
+        if "optimizer" in values:
+            values["optimizer"] = _optimizer_from(values["optimizer"])
+        return cls(**values)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """A copy with top-level or ``optimizer.``-prefixed (e.g. ``lr``) fields replaced."""
+        data = self.to_dict()
+        optimizer_fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
+        for key, value in overrides.items():
+            if key in optimizer_fields:
+                data["optimizer"][key] = value
+            else:
+                data[key] = value
+        return TrainConfig.from_dict(data)
+
+    def check(self) -> None:
+        """Every field that can be checked without loading anything; a ``ValueError`` whose
+        message names the field and what is accepted."""
+        for name in ("epochs", "batch_size", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or empty, got {value!r}.")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
+            )
+        weights = check_weights(self.objective)
+        if self.teacher is None:
+            needing = [
+                name for name, w in weights.items() if w > 0 and loss_class(name).needs_teacher
+            ]
+            if needing:
+                raise ValueError(
+                    f"The objective terms {needing} need a teacher checkpoint; "
+                    "give one (--teacher PATH) or use ce alone."
+                )
+        self.optimizer.check(self.epochs)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _optimizer_from(value: Any) -> OptimizerConfig:
+    if isinstance(value, OptimizerConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"optimizer must be a mapping of optimiser settings, got {value!r}.")
+    known = {f.name for f in dataclasses.fields(OptimizerConfig)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"Unknown optimizer keys {unknown}; known keys: {sorted(known)}.")
+    values = dict(value)
+    if "milestones" in values:
+        values["milestones"] = tuple(values["milestones"])
+    return OptimizerConfig(**values)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The community CIFAR-100 recipe (RepDistiller): 240 epochs, step decay, KD T = 4.
+    "cifar100": TrainConfig(
+        dataset="cifar100",
+        epochs=240,
+        batch_size=64,
+        optimizer=OptimizerConfig(
+            lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=(150, 180, 210)
+        ),
+        loss_params={"kd": {"temperature": 4.0}},
+    ),
+    # A short run on the embedded data: minutes on a CPU.
+    "shapes-short": TrainConfig(
+        dataset="shapes",
+        epochs=10,
+        batch_size=64,
+        optimizer=OptimizerConfig(lr=0.05, schedule="cosine", warmup_epochs=1),
+        loss_params={"kd": {"temperature": 4.0}},
+    ),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    """A fresh copy of preset ``name``."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; accepted presets: {', '.join(PRESETS)}.")
+    return TrainConfig.from_dict(PRESETS[name].to_dict())

@@ -1,0 +1,90 @@
+"""The files of one run folder, each written so that a crash never leaves it half-written.
+
+``config.json`` (the resolved configuration), ``status.json`` (state, timestamps, device,
+versions, error), ``metrics.jsonl`` (one JSON line per logging step and per epoch, flushed),
+``last.pt`` / ``best.pt`` (checkpoints), ``train.log`` and, to ask a run to stop, ``cancel``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+STATES = ("queued", "running", "finished", "failed", "cancelled")
+FINAL_STATES = ("finished", "failed", "cancelled")
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2, sort_keys=True)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class RunFiles:
+    """Paths and atomic writers of one run folder."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.dir = Path(run_dir)
+        self.config = self.dir / "config.json"
+        self.status = self.dir / "status.json"
+        self.metrics = self.dir / "metrics.jsonl"
+        self.last = self.dir / "last.pt"
+        self.best = self.dir / "best.pt"
+        self.log = self.dir / "train.log"
+        self.cancel_flag = self.dir / "cancel"
+
+    def read_status(self) -> dict[str, Any]:
+        """The status, or ``{}`` when the run has not written one yet."""
+        try:
+            return json.loads(self.status.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the status (``updated_at`` set to now) and write it atomically."""
+        status = {**self.read_status(), **fields, "updated_at": time.time()}
+        if status.get("state") not in STATES:
+            raise ValueError(f"Run state must be one of {', '.join(STATES)}.")
+        write_json_atomic(self.status, status)
+        return status
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        """Append one JSON line and flush it to disk (a crash keeps every line written)."""
+        with self.metrics.open("a") as file:
+            file.write(json.dumps(record, sort_keys=True) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+    def read_metrics(self) -> Iterator[dict[str, Any]]:
+        """The metric records written so far (a torn last line, from a crash, is skipped)."""
+        if not self.metrics.exists():
+            return
+        for line in self.metrics.read_text().splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+    def log_line(self, message: str) -> None:
+        with self.log.open("a") as file:
+            file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def request_cancel(self) -> None:
+        self.cancel_flag.touch()
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_flag.exists()

@@ -1,0 +1,109 @@
+"""The runs API: processes started, queued by slot, cancelled, resumed, listed and deleted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from kd_core.training.run_files import RunFiles
+from kd_core.training.runs import RunManager
+
+TIMEOUT_S = 120
+
+
+def wait_for(manager, run_id, states, timeout=TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = manager.read(run_id)
+        if info.state in states:
+            return info
+        time.sleep(0.2)
+    log = (manager.run_dir(run_id) / "train.log").read_text()
+    raise AssertionError(f"run {run_id} stayed {info.state}; log:\n{log[-3000:]}")
+
+
+@pytest.fixture
+def manager(tmp_path):
+    return RunManager(tmp_path / "runs", max_concurrent=1)
+
+
+def test_two_runs_queue_for_one_slot_and_both_finish(manager, tiny_config):
+    tiny_config.epochs = 1
+    first = manager.start(tiny_config, name="first")
+    second = manager.start(tiny_config, name="second")
+    assert first.run_id != second.run_id
+    assert second.state == "queued"
+    done_first = wait_for(manager, first.run_id, {"finished", "failed"})
+    assert done_first.state == "finished", done_first.status
+    done_second = wait_for(manager, second.run_id, {"finished", "failed"})
+    assert done_second.state == "finished", done_second.status
+    # The second run could only start once the first had released the slot.
+    assert done_second.status["started_at"] >= done_first.status["finished_at"] - 1.0
+    assert [r.run_id for r in manager.list()] == [second.run_id, first.run_id]
+    manager.delete(first.run_id)
+    assert not manager.run_dir(first.run_id).exists()
+
+
+def _wait_for_checkpoint(files):
+    deadline = time.monotonic() + TIMEOUT_S
+    while not files.last.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert files.last.exists()
+
+
+def test_cancel_keeps_what_was_written_and_resume_continues(manager, tiny_config):
+    tiny_config.epochs = 40
+    run = manager.start(tiny_config, name="long")
+    files = RunFiles(manager.run_dir(run.run_id))
+    _wait_for_checkpoint(files)
+    with pytest.raises(ValueError, match="cancel it first"):
+        manager.resume(run.run_id)
+    manager.cancel(run.run_id)
+    cancelled = wait_for(manager, run.run_id, {"cancelled"})
+    assert cancelled.status["message"].startswith("cancelled")
+    epochs_before = [m["epoch"] for m in files.read_metrics() if m["kind"] == "epoch"]
+    assert epochs_before == list(range(1, len(epochs_before) + 1))
+
+    manager.resume(run.run_id)
+    wait_for(manager, run.run_id, {"running"})
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        epochs = [m["epoch"] for m in files.read_metrics() if m["kind"] == "epoch"]
+        if epochs[-1] > epochs_before[-1]:
+            break
+        time.sleep(0.2)
+    manager.cancel(run.run_id)
+    wait_for(manager, run.run_id, {"cancelled"})
+    # The resumed run went on from the epoch after its last checkpoint.
+    assert epochs[len(epochs_before)] == epochs_before[-1] + 1
+
+
+def test_a_killed_run_is_reported_failed_and_resumes(manager, tiny_config):
+    tiny_config.epochs = 3
+    run = manager.start(tiny_config, name="killed")
+    files = RunFiles(manager.run_dir(run.run_id))
+    _wait_for_checkpoint(files)
+    os.killpg(manager.read(run.run_id).status["pid"], signal.SIGKILL)
+    failed = wait_for(manager, run.run_id, {"failed"})
+    assert "resume" in failed.status["error"]
+    manager.resume(run.run_id)
+    finished = wait_for(manager, run.run_id, {"finished", "failed"})
+    assert finished.state == "finished", finished.status
+    epochs = [m["epoch"] for m in files.read_metrics() if m["kind"] == "epoch"]
+    assert epochs[-1] == 3
+
+
+@pytest.mark.parametrize("run_id", ["../etc", "/etc/passwd", "a/b", "..", "", ".hidden"])
+def test_path_like_run_ids_are_refused(manager, run_id):
+    with pytest.raises(ValueError, match="run id"):
+        manager.read(run_id)
+
+
+def test_bad_configurations_never_start_a_process(manager, tiny_config):
+    tiny_config.student = "resnet9000"
+    with pytest.raises(ValueError, match="Unknown model"):
+        manager.start(tiny_config)
+    assert manager.list() == []
