@@ -4,6 +4,9 @@
    no cache. Target: well under 5 s for the 12,000, on one core.
 2. ``shapes`` from the cache: images/s for ``create_dataset`` reading the cached ``.npz`` files,
    and for iterating over the test split item by item (what a DataLoader does).
+3. Stage-feature extraction (``extract_features``: stages, pooled feature and logits in one
+   pass) against a bare ``model(x)`` forward, resnet56 and resnet8x4 at batch 256, eval mode,
+   no grad, alternating. Target: extraction >= 0.95x the bare forward's images/s.
 
 Each part is a function taking ``repeats``; add new parts to :data:`SECTIONS`. The cache is
 a temporary folder, so the user's own cache is neither used nor touched.
@@ -70,7 +73,32 @@ def bench_shapes_cache(repeats: int) -> None:
         print(f"  {label:<18} {seconds:6.3f} s   {len(data) / seconds:>10,.0f} images/s")
 
 
-SECTIONS: list[Callable[[int], None]] = [bench_shapes_generation, bench_shapes_cache]
+def bench_feature_extraction(repeats: int) -> None:
+    from kd_core.models import create_model, extract_features
+
+    print("\nStage-feature extraction vs bare forward, batch 256, eval, no grad (img/s)")
+    images = torch.randn(256, 3, 32, 32)
+    for name in ("resnet56", "resnet8x4"):
+        model = create_model(name, num_classes=10).eval()
+        bare, extracted = [], []
+        with torch.no_grad():
+            for _ in range(1 + repeats):  # the first round warms up, untimed
+                start = time.perf_counter()
+                model(images)
+                middle = time.perf_counter()
+                extract_features(model, images)
+                end = time.perf_counter()
+                bare.append(middle - start)
+                extracted.append(end - middle)
+        b, e = statistics.median(bare[1:]), statistics.median(extracted[1:])
+        print(f"{name:<10} bare {256 / b:8.0f}  extraction {256 / e:8.0f}  ratio {b / e:.3f}x")
+
+
+SECTIONS: list[Callable[[int], None]] = [
+    bench_shapes_generation,
+    bench_shapes_cache,
+    bench_feature_extraction,
+]
 
 
 def main() -> None:
