@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.run-deps
 DEV_STAMP := $(VENV)/.dev-deps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench assets chromium clean-venv
+.PHONY: run test lint bench assets table chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(RUN_STAMP)
 ## assets: retrain the bundled teacher and students on shapes (about an hour on 2 CPU cores)
 assets: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_assets.py
+
+## table: the results table in docs/results.md (about 75 minutes on 2 CPU cores; needs assets)
+table: $(RUN_STAMP)
+	PYTHONPATH=. $(BIN)/python scripts/make_table.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -59,10 +59,7 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Build from a plain mapping (a config file); unknown keys are an error that lists the
         known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown configuration keys {unknown}; known keys: {sorted(known)}.")
+        _reject_unknown_keys(data, cls, "configuration")
         values = dict(data)
         if "optimizer" in values:
             values["optimizer"] = _optimizer_from(values["optimizer"])
@@ -116,15 +113,19 @@ class TrainConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+def _reject_unknown_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown {what} keys {unknown}; known keys: {sorted(known)}.")
+
+
 def _optimizer_from(value: Any) -> OptimizerConfig:
     if isinstance(value, OptimizerConfig):
         return value
     if not isinstance(value, Mapping):
         raise ValueError(f"optimizer must be a mapping of optimiser settings, got {value!r}.")
-    known = {f.name for f in dataclasses.fields(OptimizerConfig)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"Unknown optimizer keys {unknown}; known keys: {sorted(known)}.")
+    _reject_unknown_keys(value, OptimizerConfig, "optimizer")
     values = dict(value)
     if "milestones" in values:
         values["milestones"] = tuple(values["milestones"])
