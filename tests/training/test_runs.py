@@ -107,3 +107,31 @@ def test_bad_configurations_never_start_a_process(manager, tiny_config):
     with pytest.raises(ValueError, match="Unknown model"):
         manager.start(tiny_config)
     assert manager.list() == []
+
+
+def test_a_second_process_sees_and_cancels_a_run_started_elsewhere(manager, tiny_config):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny_config.epochs = 40
+    config_file = manager.root.parent / "config.json"
+    manager.root.mkdir(parents=True)
+    tiny_config.save(config_file)
+    script = (
+        "import json, sys\n"
+        "from kd_core.training.config import TrainConfig\n"
+        "from kd_core.training.runs import RunManager\n"
+        "config = TrainConfig.from_dict(json.load(open(sys.argv[2])))\n"
+        "print(RunManager(sys.argv[1]).start(config, name='elsewhere').run_id)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    started = subprocess.run(
+        [sys.executable, "-c", script, str(manager.root), str(config_file)],
+        cwd=root, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    run_id = started.stdout.strip()
+    assert [r.run_id for r in manager.list()] == [run_id]
+    wait_for(manager, run_id, {"running"})
+    manager.cancel(run_id)
+    assert wait_for(manager, run_id, {"cancelled"}).state == "cancelled"
