@@ -27,8 +27,10 @@ class Distiller(nn.Module):
             raise ValueError("The objective needs a teacher's outputs; give a teacher checkpoint.")
         self.student = student
         self.objective = objective
-        # Kept out of the module tree: not trained, not in state_dict, not moved by .train().
-        self._teacher = teacher if objective.needs_teacher else None
+        # Kept out of the module tree (nn.Module would register it as a submodule): so
+        # .train() never switches it to batch statistics, and it is not in parameters() or
+        # state_dict().
+        self.__dict__["_teacher"] = teacher if objective.needs_teacher else None
         if self._teacher is not None:
             self._teacher.eval().requires_grad_(False)
 
