@@ -85,10 +85,10 @@ def _seed_everything(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def build_distiller(config: TrainConfig, num_classes: int) -> tuple[Distiller, str | None]:
+def build_distiller(config: TrainConfig, num_classes: int) -> Distiller:
     """Student, teacher (from its checkpoint) and objective, checked against each other with one
     tiny forward pass before any training (stage sizes, layer counts, channels)."""
-    teacher, teacher_arch = None, None
+    teacher = None
     if config.teacher is not None:
         loaded = load_checkpoint(config.teacher)
         if loaded.num_classes != num_classes:
@@ -96,7 +96,7 @@ def build_distiller(config: TrainConfig, num_classes: int) -> tuple[Distiller, s
                 f"The teacher scores {loaded.num_classes} classes but {config.dataset} has "
                 f"{num_classes}; use a teacher trained on this dataset."
             )
-        teacher, teacher_arch = loaded.model, loaded.arch
+        teacher = loaded.model
     student = create_model(config.student, num_classes=num_classes)
     params = {name: dict(values) for name, values in config.loss_params.items()}
     image_size = dataset_info(config.dataset).image_size
@@ -107,12 +107,16 @@ def build_distiller(config: TrainConfig, num_classes: int) -> tuple[Distiller, s
     used = {name: value for name, value in params.items() if name in config.objective}
     distiller = Distiller(student, teacher, Objective(config.objective, params=used))
     _dry_run(distiller, image_size)
-    return distiller, teacher_arch
+    return distiller
 
 
 def _stage_channels(model: nn.Module, image_size: int) -> list[int]:
-    with torch.no_grad():
-        outputs = extract_features(model.eval(), torch.zeros(2, 3, image_size, image_size))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            outputs = extract_features(model.eval(), torch.zeros(2, 3, image_size, image_size))
+    finally:
+        model.train(was_training)
     return [stage.shape[1] for stage in outputs.stage_list]
 
 
@@ -311,7 +315,7 @@ def _fit(
     )
     num_classes = dataset_info(config.dataset).num_classes or len(train_set.classes)
     torch.manual_seed(config.seed)  # the student's (and regressors') initial weights
-    distiller, _ = build_distiller(config, num_classes)
+    distiller = build_distiller(config, num_classes)
     distiller.to(device)
     if device.type == "cuda" and config.channels_last:
         distiller.to(memory_format=torch.channels_last)
