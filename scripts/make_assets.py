@@ -62,6 +62,11 @@ def _compact(run_dir: Path, name: str, role: str, config: TrainConfig, seconds: 
     }
 
 
+def _previous_entries() -> dict[str, dict]:
+    manifest = json.loads((OUT / "manifest.json").read_text())
+    return {entry["name"]: entry for entry in manifest["checkpoints"]}
+
+
 def _train(name: str, config: TrainConfig) -> tuple[Path, float]:
     run_dir = RUNS / name
     started = time.time()
@@ -77,16 +82,34 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
     parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS)
     parser.add_argument("--limit-train", type=int, default=None, help="fewer images (a test)")
+    parser.add_argument(
+        "--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS),
+        help="retrain only these students; the others keep their manifest entries",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuse-teacher", action="store_true",
+        help=f"use the teacher run already in {RUNS.relative_to(ROOT)}/ instead of retraining it",
+    )  # fmt: skip
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     common = {"dataset": "shapes", "seed": SEED, "device": "auto", "optimizer": OPTIMIZER,
               "limit_train": args.limit_train, "log_every": 50}  # fmt: skip
+    previous = (
+        _previous_entries() if args.reuse_teacher or len(args.students) < len(STUDENTS) else {}
+    )
     entries = []
     teacher_config = TrainConfig(student="resnet20", epochs=args.teacher_epochs, **common)
-    run_dir, seconds = _train("teacher_resnet20", teacher_config)
-    entries.append(_compact(run_dir, "teacher_resnet20", "teacher", teacher_config, seconds))
+    if args.reuse_teacher:
+        run_dir = RUNS / "teacher_resnet20"
+        entries.append(previous["teacher_resnet20"])
+    else:
+        run_dir, seconds = _train("teacher_resnet20", teacher_config)
+        entries.append(_compact(run_dir, "teacher_resnet20", "teacher", teacher_config, seconds))
     teacher_path = str(run_dir / "best.pt")  # the fp32 teacher, exactly what the students saw
     for label, (objective, params) in STUDENTS.items():
+        if label not in args.students:
+            entries.append(previous[f"student_resnet8_{label}"])
+            continue
         teacher = None if label == "vanilla" else teacher_path
         config = TrainConfig(student="resnet8", teacher=teacher, objective=objective,
                              loss_params=params, epochs=args.student_epochs, **common)  # fmt: skip

@@ -251,7 +251,9 @@ def train(
     main = int(os.environ.get("RANK", "0")) == 0
     if files is not None and main:
         files.dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        if not resume:  # a fresh run: nothing of an earlier run in this folder is kept
+            for stale in (files.metrics, files.last, files.best, files.cancel_flag):
+                stale.unlink(missing_ok=True)
             config.save(files.config)
     distributed = None
     try:

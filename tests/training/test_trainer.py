@@ -114,3 +114,11 @@ def test_status_file_is_valid_json_after_every_update(tmp_path):
     assert json.loads(files.status.read_text())["device"] == "cpu"
     with pytest.raises(ValueError, match="queued, running"):
         files.update_status(state="paused")
+
+
+def test_a_fresh_run_in_a_used_folder_starts_clean(tmp_path, tiny_config):
+    tiny_config.epochs = 1
+    train(tiny_config, tmp_path)
+    train(tiny_config, tmp_path)
+    epochs = [m["epoch"] for m in RunFiles(tmp_path).read_metrics() if m["kind"] == "epoch"]
+    assert epochs == [1]
