@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kd_core.training.config import TrainConfig
 from kd_core.training.optim import OptimizerConfig
+from kd_core.training.run_files import RunFiles
 from kd_core.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,15 +56,32 @@ def run_all(seeds: list[int], epochs: int, limit_train: int | None) -> dict:
                 limit_train=limit_train, log_every=100, device="auto",
             )  # fmt: skip
             slug = label.replace(" ", "_").replace(",", "").replace("+", "_plus_")
-            started = time.time()
-            result = train(config, RUNS / f"{slug}-seed{seed}")
-            seconds = time.time() - started
-            results.setdefault(label, []).append(
-                {"seed": seed, "last_top1": result.last_top1, "best_top1": result.best_top1,
-                 "seconds": round(seconds, 1), "epochs": config.epochs}
-            )  # fmt: skip
-            print(f"{label}, seed {seed}: {result.last_top1:.2f}% ({seconds:.0f} s)", flush=True)
+            run = _finished_run(RUNS / f"{slug}-seed{seed}", config) or _train(config, slug)
+            results.setdefault(label, []).append({"seed": seed, **run})
+            print(f"{label}, seed {seed}: {run['last_top1']:.2f}% ({run['seconds']:.0f} s)",
+                  flush=True)  # fmt: skip
     return results
+
+
+def _train(config: TrainConfig, slug: str) -> dict:
+    started = time.time()
+    result = train(config, RUNS / f"{slug}-seed{config.seed}")
+    return {"last_top1": result.last_top1, "best_top1": result.best_top1,
+            "seconds": round(time.time() - started, 1), "epochs": config.epochs}  # fmt: skip
+
+
+def _finished_run(run_dir: Path, config: TrainConfig) -> dict | None:
+    """The result of an earlier run of this exact configuration, so an interrupted table resumes."""
+    files = RunFiles(run_dir)
+    if not (files.status.exists() and files.config.exists()):
+        return None
+    status = files.read_status()
+    earlier = TrainConfig.from_dict(json.loads(files.config.read_text()))
+    if status.get("state") != "finished" or earlier.to_dict() != config.to_dict():
+        return None
+    return {"last_top1": status["last_top1"], "best_top1": status["best_top1"],
+            "seconds": round(status["finished_at"] - status["started_at"], 1),
+            "epochs": config.epochs}  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> str:
