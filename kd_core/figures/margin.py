@@ -23,12 +23,10 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from kd_core.figures.style import BLUE as _BLUE
+from kd_core.figures.style import GREEN as _GREEN
+from kd_core.figures.style import ORANGE as _ORANGE
 from kd_core.losses.amd import DEFAULT_SCALE, angular_terms
-
-# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
-_BLUE = "#0072B2"
-_ORANGE = "#E69F00"
-_GREEN = "#009E73"
 
 THETA_AXIS_TITLE = "angle θ between attention vector and position axis (degrees)"
 FEATURE_AXIS_TITLE = "feature / s (dimensionless)"
