@@ -1,16 +1,19 @@
 """Entry point of the AMD workbench: `streamlit run app.py` from the project root.
 
 Pages only lay out widgets and call kd_core; the computations live (and are tested) there.
+They are in ``app_pages/``, not ``pages/``: Streamlit treats a ``pages/`` folder next to the
+entry point as a version-1 multipage app and runs those files directly, bypassing this file
+(and with it the sidebar and ``st.navigation``).
 """
 
 import streamlit as st
 
-from pages._shared import render_sidebar
+from app_pages._shared import render_sidebar
 
 st.set_page_config(page_title="AMD workbench", page_icon="📐", layout="wide")
 
 page = st.navigation(
-    [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
 )
 render_sidebar()
 page.run()

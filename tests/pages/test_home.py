@@ -59,7 +59,8 @@ def test_margin_slider_moves_the_boundary(app):
 
 
 def test_scale_slider_changes_the_chart_not_the_boundary(app):
-    app.select_slider[0].set_value(4.0).run()
+    [scale] = [s for s in app.select_slider if s.label == "Scale s"]
+    scale.set_value(4.0).run()
     assert not app.exception
     assert _metric(app, "Boundary angle, chosen margin").value == f"{boundary_angle(1.35):.1f}°"
     [chart] = app.get("plotly_chart")

@@ -1,0 +1,270 @@
+"""The Streamlit glue shared by the pages: the workspace sidebar and the cached resources.
+
+Files whose name starts with ``_`` are never shown as pages; the page list is ``st.navigation``
+in ``app.py``. Everything worth testing lives in ``kd_core``; this module only keeps widgets,
+caches and messages in one place.
+
+Thread safety: models are cached once per server (``st.cache_resource``) and shared by every
+session. Anything that runs a model (hooks for features, Captum's hooks, gradients) holds that
+model's lock, so two sessions never see each other's hooks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+from torch import nn
+
+import kd_core
+from kd_core.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
+from kd_core.data import create_dataset, dataset_info, list_datasets
+from kd_core.training.runs import RunManager
+from kd_core.workspace import (
+    CheckpointEntry,
+    default_selection,
+    find_entry,
+    list_checkpoints,
+    runs_root,
+)
+
+SAMPLE_CHOICES = (100, 250, 500, 1000, 2000, 5000)
+DEFAULT_SAMPLES = 1000
+_PENDING = "_workspace_pending"
+
+
+@st.cache_resource(show_spinner=False)
+def compute_device() -> str:
+    """The best device torch can use here: ``cuda`` (with the GPU's name), ``mps`` or ``cpu``."""
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A loaded checkpoint shared by all sessions, with the lock that guards its use."""
+
+    entry: CheckpointEntry
+    loaded: LoadedCheckpoint
+    lock: threading.RLock
+
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    @property
+    def name(self) -> str:
+        return self.entry.label.split(" · ")[0]
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _load(path: str, stamp: tuple[int, int]) -> tuple[LoadedCheckpoint, threading.RLock]:
+    """One load per file version (``stamp`` = modification time and size)."""
+    return load_checkpoint(path), threading.RLock()
+
+
+def load_model(entry: CheckpointEntry) -> ModelHandle:
+    """The model of ``entry`` (cached); a :class:`CheckpointError` if it cannot be read."""
+    try:
+        info = entry.path.stat()
+    except OSError:
+        raise CheckpointError(f"{entry.label}: the file is gone; choose another one.") from None
+    loaded, lock = _load(str(entry.path), (info.st_mtime_ns, info.st_size))
+    return ModelHandle(entry, loaded, lock)
+
+
+@contextmanager
+def using(*handles: ModelHandle) -> Iterator[None]:
+    """Hold the locks of ``handles`` (in a fixed order, so two sessions never deadlock)."""
+    ordered = sorted({id(h.lock): h.lock for h in handles}.items())
+    for _, lock in ordered:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for _, lock in reversed(ordered):
+            lock.release()
+
+
+@st.cache_resource(show_spinner=False)
+def run_manager() -> RunManager:
+    """The server's run manager: one run at a time (the others queue), folders under the runs
+    root, processes detached from the server."""
+    return RunManager(runs_root(), max_concurrent=1)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_dataset(name: str, split: str, root: str | None) -> torch.utils.data.Dataset:
+    """A dataset without augmentation (cached per name, split and folder)."""
+    return create_dataset(name, split=split, root=root or None, augment=False)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the sidebar selected: a teacher, students and the data to look at."""
+
+    teacher: CheckpointEntry | None
+    students: tuple[CheckpointEntry, ...]
+    dataset: str
+    split: str
+    samples: int
+    data_root: str | None
+
+    @property
+    def entries(self) -> list[CheckpointEntry]:
+        return ([self.teacher] if self.teacher else []) + list(self.students)
+
+
+def request_workspace(teacher: str | None = None, add_student: str | None = None) -> None:
+    """Change the workspace from a page (e.g. "use as teacher"): applied on the next run, before
+    the sidebar's widgets are drawn, then the app reruns."""
+    st.session_state[_PENDING] = {"teacher": teacher, "add_student": add_student}
+    st.rerun()
+
+
+def _apply_pending(keys: list[str]) -> None:
+    pending = st.session_state.pop(_PENDING, None)
+    if not pending:
+        return
+    if pending["teacher"] in keys:
+        st.session_state["ws_teacher"] = pending["teacher"]
+    student = pending["add_student"]
+    if student in keys:
+        current = [k for k in st.session_state.get("ws_students", []) if k in keys]
+        st.session_state["ws_students"] = current + ([student] if student not in current else [])
+
+
+def _render_workspace() -> Workspace:
+    entries = list_checkpoints()
+    labels = {e.key: e.label for e in entries}
+    keys = list(labels)
+    default_teacher, default_students = default_selection(entries)
+    st.session_state.setdefault("ws_teacher", default_teacher)
+    st.session_state.setdefault("ws_students", default_students)
+    _apply_pending(keys)
+    # Entries can disappear between runs (a deleted run): keep the selection valid.
+    if st.session_state["ws_teacher"] not in keys:
+        st.session_state["ws_teacher"] = default_teacher
+    st.session_state["ws_students"] = [k for k in st.session_state["ws_students"] if k in keys]
+
+    st.subheader("Workspace")
+    teacher = st.selectbox(
+        "Teacher",
+        keys,
+        key="ws_teacher",
+        format_func=labels.get,
+        help="The reference network. Bundled, trained in Runs, or uploaded in the inspector.",
+    )
+    students = st.multiselect(
+        "Students",
+        [k for k in keys if k != teacher],
+        key="ws_students",
+        format_func=labels.get,
+        help="Networks compared with the teacher on every page.",
+    )
+    datasets = list_datasets()
+    dataset = st.selectbox(
+        "Dataset",
+        datasets,
+        key="ws_dataset",
+        format_func=lambda name: dataset_info(name).title,
+        help="shapes is generated locally with object masks; the others read local files.",
+    )
+    data_root = None
+    if dataset_info(dataset).needs_files:
+        data_root = st.text_input(
+            "Data folder",
+            key="ws_data_root",
+            placeholder="default: ~/.cache/kd_core/datasets",
+            help="Where the dataset's files are; nothing is downloaded.",
+        ).strip()
+    split = st.radio(
+        "Split", ["test", "train"], key="ws_split", horizontal=True, help="Which images."
+    )
+    samples = st.select_slider(
+        "Samples",
+        SAMPLE_CHOICES,
+        value=DEFAULT_SAMPLES,
+        key="ws_samples",
+        help="How many images the analyses use (the first ones of the split, the same for "
+        "every model). More is slower.",
+    )
+    return Workspace(
+        teacher=find_entry(entries, teacher) if teacher else None,
+        students=tuple(find_entry(entries, k) for k in students),
+        dataset=dataset,
+        split=split,
+        samples=int(samples),
+        data_root=data_root or None,
+    )
+
+
+def render_sidebar() -> Workspace:
+    """The workspace controls, then versions and the compute device; returns the workspace."""
+    with st.sidebar:
+        workspace = _render_workspace()
+        st.divider()
+        st.caption("**AMD workbench**: angular knowledge distillation")
+        st.markdown(
+            f"- kd_core `{kd_core.__version__}`\n"
+            f"- torch `{torch.__version__}`\n"
+            f"- compute device: `{compute_device()}`"
+        )
+    st.session_state["_workspace"] = workspace
+    return workspace
+
+
+def workspace() -> Workspace:
+    """The workspace drawn by :func:`render_sidebar` in this run."""
+    return st.session_state["_workspace"]
+
+
+def require_models(ws: Workspace, students: bool = True) -> tuple[ModelHandle, list[ModelHandle]]:
+    """The teacher and student models, or a message and the end of the page."""
+    if ws.teacher is None:
+        st.info("Choose a teacher in the sidebar (or upload one in the Checkpoint inspector).")
+        st.stop()
+    if students and not ws.students:
+        st.info("Choose at least one student in the sidebar to compare with the teacher.")
+        st.stop()
+    try:
+        return load_model(ws.teacher), [load_model(e) for e in ws.students]
+    except CheckpointError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def require_dataset(ws: Workspace) -> torch.utils.data.Dataset:
+    """The workspace's dataset, or a message saying what is missing and the end of the page."""
+    try:
+        return load_dataset(ws.dataset, ws.split, ws.data_root)
+    except (ValueError, OSError) as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar and ``(update(done, total), clear())`` for kd_core's callbacks."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} ({done}/{total})")
+
+    return update, bar.empty
+
+
+def project_path(path: Path) -> str:
+    """``path`` relative to the project folder when inside it (shorter to read)."""
+    try:
+        return str(path.relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return str(path)
