@@ -6,14 +6,24 @@ entry point as a version-1 multipage app and runs those files directly, bypassin
 (and with it the sidebar and ``st.navigation``).
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from app_pages._shared import render_sidebar
 
-st.set_page_config(page_title="AMD workbench", page_icon="📐", layout="wide")
+PAGES = Path(__file__).resolve().parent / "app_pages"
+PAGE_LIST = [
+    ("home.py", "Home", ":material/home:"),
+    ("inspector.py", "Checkpoint inspector", ":material/search:"),
+]
 
+st.set_page_config(page_title="AMD workbench", page_icon="📐", layout="wide")
 page = st.navigation(
-    [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
+    [
+        st.Page(str(PAGES / file), title=title, icon=icon, default=index == 0)
+        for index, (file, title, icon) in enumerate(PAGE_LIST)
+    ]
 )
 render_sidebar()
 page.run()

@@ -154,7 +154,11 @@ def _render_workspace() -> Workspace:
     # Entries can disappear between runs (a deleted run): keep the selection valid.
     if st.session_state["ws_teacher"] not in keys:
         st.session_state["ws_teacher"] = default_teacher
-    st.session_state["ws_students"] = [k for k in st.session_state["ws_students"] if k in keys]
+    st.session_state["ws_students"] = [
+        k
+        for k in st.session_state["ws_students"]
+        if k in keys and k != st.session_state["ws_teacher"]
+    ]
 
     st.subheader("Workspace")
     teacher = st.selectbox(
