@@ -22,6 +22,9 @@ import torch
 from torch import nn
 
 import kd_core
+from kd_core.analysis.errors import AnalysisError
+from kd_core.analysis.extraction import feature_set_for
+from kd_core.analysis.feature_set import FeatureSet
 from kd_core.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from kd_core.data import create_dataset, dataset_info, list_datasets
 from kd_core.training.runs import RunManager
@@ -199,8 +202,8 @@ def _render_workspace() -> Workspace:
         SAMPLE_CHOICES,
         value=DEFAULT_SAMPLES,
         key="ws_samples",
-        help="How many images the analyses use (the first ones of the split, the same for "
-        "every model). More is slower.",
+        help="How many images the analyses use: a fixed random subset of the split, the same "
+        "for every model (a larger choice keeps the smaller one's images). More is slower.",
     )
     return Workspace(
         teacher=find_entry(entries, teacher) if teacher else None,
@@ -254,6 +257,47 @@ def require_dataset(ws: Workspace) -> torch.utils.data.Dataset:
     except (ValueError, OSError) as exc:
         st.error(str(exc))
         st.stop()
+
+
+def feature_sets(
+    ws: Workspace, handles: list[ModelHandle], keep_stages: bool = False
+) -> list[FeatureSet]:
+    """Features of every model in ``handles`` on the workspace's samples (cached by weights,
+    data and samples: a second visit is instant), with a progress bar; a message and the end of
+    the page when they cannot be computed."""
+    dataset = require_dataset(ws)
+    samples = min(ws.samples, len(dataset))
+    if samples < ws.samples:
+        st.caption(f"The {ws.split} split has {len(dataset):,} images: using all of them.")
+    data_key = f"{ws.dataset}/{ws.split}/{ws.data_root or 'default'}"
+    bar = st.progress(0.0, text="Computing features")
+    results = []
+    try:
+        for index, handle in enumerate(handles):
+
+            def update(done: int, total: int, index: int = index, name: str = handle.name):
+                share = (index + done / max(total, 1)) / len(handles)
+                bar.progress(min(share, 1.0), text=f"Features of {name} ({done}/{total})")
+
+            with using(handle):
+                results.append(
+                    feature_set_for(
+                        handle.model,
+                        dataset,
+                        data_key,
+                        name=handle.name,
+                        arch=handle.loaded.arch,
+                        samples=samples,
+                        keep_stages=keep_stages,
+                        progress=update,
+                    )
+                )
+    except AnalysisError as exc:
+        st.error(str(exc))
+        st.stop()
+    finally:
+        bar.empty()
+    return results
 
 
 def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
