@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app_pages._shared import workspace
 from kd_core.figures.margin import boundary_angle, margin_figure
 from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_MARGIN, DEFAULT_SCALE
 
@@ -19,6 +20,32 @@ st.markdown(
     "the background (negative) more sharply, and the student is asked to reproduce that "
     "separation."
 )
+
+st.header("Your workspace")
+ws = workspace()
+roles = [("teacher", ws.teacher)] if ws.teacher else []
+roles += [("student", entry) for entry in ws.students]
+if roles:
+    st.dataframe(
+        [
+            {
+                "role": role,
+                "checkpoint": entry.label.split(" · ")[0],
+                "architecture": entry.arch,
+                "trained on": entry.dataset or "unknown",
+                "top-1 (%)": entry.top1,
+                "source": entry.source,
+            }
+            for role, entry in roles
+        ],
+        hide_index=True,
+    )
+    st.caption(
+        f"Analyses use {ws.samples:,} images of the {ws.split} split of {ws.dataset}. Change "
+        "the teacher, students and data in the sidebar; every page follows."
+    )
+else:
+    st.info("No checkpoint yet: upload one in the Checkpoint inspector or train one in Distill.")
 
 st.header("The loss of one layer")
 st.markdown(

@@ -65,3 +65,13 @@ def test_scale_slider_changes_the_chart_not_the_boundary(app):
     assert _metric(app, "Boundary angle, chosen margin").value == f"{boundary_angle(1.35):.1f}°"
     [chart] = app.get("plotly_chart")
     assert "scale s = 4" in chart.proto.spec
+
+
+def test_workspace_at_a_glance(open_page):
+    at = open_page()
+    [table] = at.dataframe
+    rows = table.value
+    assert list(rows["role"]) == ["teacher", "student", "student"]
+    assert list(rows["architecture"]) == ["resnet20", "resnet8", "resnet8"]
+    assert list(rows["checkpoint"]) == ["resnet20 teacher", "resnet8 vanilla", "resnet8 AMD"]
+    assert rows["top-1 (%)"].between(70, 90).all()
