@@ -10,19 +10,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages._shared import render_sidebar
+from app_pages._shared import PAGES, render_sidebar
 
-PAGES = Path(__file__).resolve().parent / "app_pages"
-PAGE_LIST = [
-    ("home.py", "Home", ":material/home:"),
-    ("inspector.py", "Checkpoint inspector", ":material/search:"),
-]
+FOLDER = Path(__file__).resolve().parent / "app_pages"
 
 st.set_page_config(page_title="AMD workbench", page_icon="📐", layout="wide")
 page = st.navigation(
     [
-        st.Page(str(PAGES / file), title=title, icon=icon, default=index == 0)
-        for index, (file, title, icon) in enumerate(PAGE_LIST)
+        st.Page(str(FOLDER / spec.file), title=spec.title, icon=spec.icon, default=index == 0)
+        for index, spec in enumerate(PAGES)
     ]
 )
 render_sidebar()

@@ -36,6 +36,33 @@ from kd_core.workspace import (
     runs_root,
 )
 
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One page of the app: its file in ``app_pages/``, title, icon, URL path and the question
+    it answers (shown on the home page)."""
+
+    file: str
+    title: str
+    icon: str
+    question: str
+
+    @property
+    def url_path(self) -> str:
+        return Path(self.file).stem
+
+
+PAGES = (
+    PageSpec("home.py", "Home", ":material/home:", "What is AMD, and what is in my workspace?"),
+    PageSpec(
+        "inspector.py",
+        "Checkpoint inspector",
+        ":material/search:",
+        "What is in this checkpoint, and how well does it classify?",
+    ),
+)
+"""The pages in navigation order; ``app.py`` registers them, the tests visit them all."""
+
 SAMPLE_CHOICES = (100, 250, 500, 1000, 2000, 5000)
 DEFAULT_SAMPLES = 1000
 _PENDING = "_workspace_pending"

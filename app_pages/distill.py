@@ -1,0 +1,384 @@
+"""Distill: configure a training run (teacher, student, objective, schedule), launch it in
+the background and follow it live; a finished student joins the workspace in one click."""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from app_pages._shared import request_workspace, run_manager, workspace
+from kd_core.data import dataset_info
+from kd_core.figures.training import training_curves_figure
+from kd_core.losses import list_losses
+from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_MARGIN, DEFAULT_SCALE
+from kd_core.models import list_models
+from kd_core.training.config import PRESETS
+from kd_core.training.run_files import FINAL_STATES, RunFiles
+from kd_core.training.run_views import (
+    CPU_IMAGES_PER_SECOND,
+    DEFAULT_PRESET,
+    DISTILL_WEIGHTS,
+    DistillForm,
+    build_config,
+    estimate_cpu_seconds,
+    format_duration,
+    objective_name,
+    preset_form,
+    queue_position,
+    run_progress,
+    split_size,
+)
+from kd_core.workspace import list_checkpoints
+
+POLL_SECONDS = 2.0
+NO_TEACHER = "none"
+RUN_KEY = "distill_run_id"
+MAIN_TERMS = ("ce", "kd", "at", "amd")
+TERM_HELP = {
+    "ce": "Cross-entropy with the labels (needs no teacher).",
+    "kd": "Hinton's KD: KL divergence between temperature-softened class scores.",
+    "at": "Attention transfer: distance between the normalised attention maps.",
+    "amd": "AMD: angular margin distillation of the attention maps (Jeon et al. 2023).",
+    "fitnet": "FitNets: MSE between regressed student features and the teacher's features.",
+    "pkt": "Probabilistic knowledge transfer: similarity distributions over the batch.",
+    "rkd": "Relational KD: pairwise distances and triplet angles of the pooled features.",
+    "sp": "Similarity-preserving KD: batch similarity matrices of the features.",
+}
+PRESET_FIELDS = ("epochs", "batch_size", "lr", "kd_temperature")
+
+
+def _key(name: str) -> str:
+    return f"distill_{name}"
+
+
+def _apply_preset() -> None:
+    """Fill the schedule fields from the chosen preset (the other fields are kept)."""
+    form = preset_form(st.session_state[_key("preset")])
+    for name in PRESET_FIELDS:
+        st.session_state[_key(name)] = getattr(form, name)
+
+
+def _set_defaults(has_teacher: bool) -> None:
+    """First visit: the default preset, and the AMD recipe when there is a teacher."""
+    form = preset_form(DEFAULT_PRESET)
+    st.session_state.setdefault(_key("preset"), DEFAULT_PRESET)
+    for name in PRESET_FIELDS:
+        st.session_state.setdefault(_key(name), getattr(form, name))
+    weights = DISTILL_WEIGHTS if has_teacher else form.weights
+    for name in list_losses():
+        st.session_state.setdefault(_key(f"w_{name}"), float(weights.get(name, 0.0)))
+
+
+def _weight_input(name: str) -> float:
+    return st.number_input(
+        f"{name} weight",
+        min_value=0.0,
+        step=0.1 if name in ("ce", "kd") else 100.0,
+        key=_key(f"w_{name}"),
+        help=f"{TERM_HELP.get(name, name)} 0 leaves the term out.",
+    )
+
+
+def _estimate_text(form: DistillForm, teacher_arch: str | None) -> str:
+    train_images = split_size(form.dataset, "train", form.limit_train)
+    test_images = split_size(form.dataset, "test", form.limit_test) or 0
+    if train_images is None:
+        return "No time estimate: the size of this image folder is not known; set a limit."
+    seconds = estimate_cpu_seconds(
+        form.student, form.epochs, train_images, test_images, teacher=teacher_arch
+    )
+    if seconds is None:
+        unknown = form.student if form.student not in CPU_IMAGES_PER_SECOND else teacher_arch
+        return (
+            f"No time estimate: no CPU speed was measured for {unknown} (known: "
+            f"{', '.join(CPU_IMAGES_PER_SECOND)})."
+        )
+    teacher_part = (
+        f", plus the {teacher_arch} teacher's forward passes" if teacher_arch is not None else ""
+    )
+    return (
+        f"Estimated time on this machine's CPU: **~{format_duration(seconds)}** "
+        f"({train_images:,} training images x {form.epochs} epochs; {form.student} trains at "
+        f"~{CPU_IMAGES_PER_SECOND[form.student]:,.0f} images/s on 2 CPU threads{teacher_part})."
+    )
+
+
+def _follow(run_id: str, was_active: bool) -> None:
+    """The live view of one run, re-read from its folder at every call."""
+    manager = run_manager()
+    try:
+        info = manager.read(run_id)
+    except ValueError:
+        st.info(f"The run {run_id} no longer exists (deleted on the Runs page).")
+        return
+    if was_active and info.state in FINAL_STATES:
+        st.rerun()  # the whole page: stop polling, show the final state
+    records = list(RunFiles(info.path).read_metrics())
+    progress = run_progress(info, records)
+    st.subheader(f"Run {run_id}")
+    st.caption(f"{info.config.get('student', '?')} · {objective_name(info.config)} · {info.path}")
+
+    if info.state == "queued":
+        runs = manager.list()
+        place = queue_position(runs, run_id)
+        training = sum(r.state == "running" for r in runs)
+        if training == 0 and place in (None, 1):
+            st.info("Queued: the run's process is starting.")
+        else:
+            st.info(
+                f"Queued: number {place or '?'} in the queue, {training} run(s) training. "
+                "Runs train one at a time; this one starts when the slot is free."
+            )
+    elif info.state == "running":
+        where = f"epoch {min(progress.epochs_done + 1, progress.epochs)}/{progress.epochs}"
+        step = f", step {progress.step}" if progress.step is not None else ""
+        st.progress(progress.fraction, text=f"Training: {where}{step}")
+    elif info.state == "finished":
+        best = f"{progress.best_top1:.2f}%" if progress.best_top1 is not None else "–"
+        st.success(f"Finished: best test top-1 {best} after {progress.epochs_done} epochs.")
+    elif info.state == "failed":
+        st.error(f"The run failed: {progress.error or 'see its log on the Runs page.'}")
+    else:
+        st.warning("The run was cancelled; resume it on the Runs page.")
+
+    left, middle, right = st.columns(3)
+    left.metric("Loss (latest step)", f"{progress.loss:.4f}" if progress.loss is not None else "–")
+    middle.metric(
+        "Test top-1, last epoch",
+        f"{progress.last_top1:.2f}%" if progress.last_top1 is not None else "–",
+    )
+    right.metric(
+        "Best test top-1", f"{progress.best_top1:.2f}%" if progress.best_top1 is not None else "–"
+    )
+    if progress.terms:
+        terms = " · ".join(f"{name} {value:.4g}" for name, value in progress.terms.items())
+        lr = f" · lr {progress.lr:.4g}" if progress.lr is not None else ""
+        st.caption(f"Latest step, weighted loss terms: {terms}{lr}")
+    title = f"{info.config.get('student', '?')} {objective_name(info.config)}: training curves"
+    st.plotly_chart(training_curves_figure(records, title=title), width="stretch")
+
+    if info.state not in FINAL_STATES:
+        if st.button("Cancel run", key="distill_cancel", help="Stop after the current step."):
+            manager.cancel(run_id)
+            st.toast("Cancel requested: the run stops after its current step.")
+    elif info.state == "finished" and RunFiles(info.path).best.is_file():
+        key = f"run:{run_id}"
+        st.markdown("The best checkpoint of this run is in the workspace as a student or teacher:")
+        first, second = st.columns(2)
+        if first.button(
+            "Open in the other pages",
+            key="distill_open",
+            help="Add this run's best checkpoint to the workspace's students.",
+        ):
+            request_workspace(add_student=key)
+        if second.button(
+            "Use as teacher",
+            key="distill_as_teacher",
+            help="Make this run's best checkpoint the workspace's teacher.",
+        ):
+            request_workspace(teacher=key)
+
+
+def _teacher_label(key: str) -> str:
+    return "none (train the student alone)" if key == NO_TEACHER else entries[key].label
+
+
+ws = workspace()
+st.title("Distill a student")
+st.markdown(
+    "Train a student network with a teacher's guidance: the objective is a weighted sum of "
+    "loss terms, e.g. $L = 1 \\cdot \\mathrm{CE} + 1000 \\cdot L_{\\mathrm{AMD}}$. The run "
+    "trains in the background (it survives closing the page) and is listed on the Runs page."
+)
+
+entries = {entry.key: entry for entry in list_checkpoints()}
+teacher_options = [NO_TEACHER, *entries]
+if st.session_state.get(_key("teacher")) not in teacher_options:
+    st.session_state[_key("teacher")] = ws.teacher.key if ws.teacher else NO_TEACHER
+_set_defaults(has_teacher=ws.teacher is not None)
+
+st.header("Networks")
+left, right = st.columns(2)
+teacher_key = left.selectbox(
+    "Teacher",
+    teacher_options,
+    key=_key("teacher"),
+    format_func=_teacher_label,
+    help="The network to distil from (the workspace's teacher by default). 'none' trains a "
+    "vanilla student with cross-entropy alone.",
+)
+models = list_models()
+student = right.selectbox(
+    "Student architecture",
+    models,
+    index=models.index("resnet8"),
+    key=_key("student"),
+    help="The network to train, from random initial weights (CIFAR-style ResNets first).",
+)
+teacher = entries.get(teacher_key)
+st.caption(
+    f"Dataset: **{dataset_info(ws.dataset).title}** ({ws.dataset}), the workspace's; change it "
+    "in the sidebar."
+)
+if teacher is not None and teacher.dataset not in (None, ws.dataset):
+    st.warning(
+        f"This teacher was trained on {teacher.dataset}, the run uses {ws.dataset}: choose a "
+        "teacher trained on the same classes."
+    )
+
+st.header("Objective")
+weights: dict[str, float] = {}
+term_columns = st.columns(2)
+for index, term in enumerate(t for t in MAIN_TERMS if t in list_losses()):
+    with term_columns[index % 2]:
+        weights[term] = _weight_input(term)
+with st.expander("Other distillation terms"):
+    for term in list_losses():
+        if term not in weights:
+            weights[term] = _weight_input(term)
+amd_column, kd_column = st.columns(2)
+with amd_column:
+    amd_margin = st.number_input(
+        "AMD margin m",
+        min_value=1.0,
+        max_value=4.0,
+        value=DEFAULT_MARGIN,
+        step=0.05,
+        key=_key("amd_margin"),
+        help="Angular margin: positive positions need cos(m θ) > 1 - cos θ (60° without margin).",
+    )
+    amd_scale = st.number_input(
+        "AMD scale s",
+        min_value=1.0,
+        max_value=256.0,
+        value=DEFAULT_SCALE,
+        step=1.0,
+        key=_key("amd_scale"),
+        help="Scale of the angular logits pos = s cos(m θ) and neg = s (1 - q).",
+    )
+    amd_local = st.toggle(
+        "AMD global + local",
+        key=_key("amd_local"),
+        help=f"Also apply AMD to the four quadrants of each map (weight {DEFAULT_LOCAL_WEIGHT}).",
+    )
+with kd_column:
+    kd_temperature = st.number_input(
+        "KD temperature T",
+        min_value=0.1,
+        max_value=20.0,
+        step=0.5,
+        key=_key("kd_temperature"),
+        help="Softens both class distributions; the KD term is multiplied by T².",
+    )
+
+st.header("Schedule")
+st.selectbox(
+    "Preset",
+    list(PRESETS),
+    key=_key("preset"),
+    on_change=_apply_preset,
+    help="Fills epochs, batch size, learning rate and KD temperature; its optimiser (SGD, "
+    "momentum 0.9, weight decay 5e-4) and schedule are used for the run.",
+)
+left, middle, right = st.columns(3)
+epochs = left.number_input(
+    "Epochs", min_value=1, max_value=1000, step=1, key=_key("epochs"), help="Passes over the data."
+)
+batch_size = middle.number_input(
+    "Batch size", min_value=1, max_value=4096, step=16, key=_key("batch_size"), help="Per step."
+)
+lr = right.number_input(
+    "Learning rate",
+    min_value=0.0,
+    max_value=10.0,
+    step=0.01,
+    format="%.4f",
+    key=_key("lr"),
+    help="SGD's base rate, with the preset's warm-up and decay.",
+)
+limit_train = left.number_input(
+    "Limit training images",
+    min_value=0,
+    value=0,
+    step=64,
+    key=_key("limit_train"),
+    help="Train on the first N images only (quick demos); 0 uses the whole split.",
+)
+limit_test = middle.number_input(
+    "Limit test images",
+    min_value=0,
+    value=0,
+    step=64,
+    key=_key("limit_test"),
+    help="Evaluate on the first N test images only; 0 uses the whole split.",
+)
+seed = right.number_input(
+    "Seed",
+    min_value=0,
+    value=0,
+    step=1,
+    key=_key("seed"),
+    help="Initial weights, batch order and augmentation; same seed, same run.",
+)
+gpu = torch.cuda.is_available()
+device = st.radio(
+    "Device",
+    ["auto", "cpu", "cuda"],
+    horizontal=True,
+    key=_key("device"),
+    help="auto picks the GPU when there is one, else the CPU.",
+)
+st.caption(
+    f"GPU here: **{torch.cuda.get_device_name(0)}**."
+    if gpu
+    else "No GPU here: runs train on the CPU (cuda is not available)."
+)
+run_name = st.text_input(
+    "Run name",
+    key=_key("name"),
+    placeholder="optional, e.g. amd-margin-1.5",
+    help="Part of the run's folder name; letters, digits, '-' and '_' are kept.",
+)
+
+form = DistillForm(
+    student=student,
+    teacher=str(teacher.path) if teacher is not None else None,
+    dataset=ws.dataset,
+    data_root=ws.data_root,
+    weights={term: float(value) for term, value in weights.items()},
+    amd_margin=float(amd_margin),
+    amd_scale=float(amd_scale),
+    amd_local=bool(amd_local),
+    kd_temperature=float(kd_temperature),
+    epochs=int(epochs),
+    batch_size=int(batch_size),
+    lr=float(lr),
+    limit_train=int(limit_train),
+    limit_test=int(limit_test),
+    seed=int(seed),
+    device=device,
+    name=run_name,
+)
+st.info(_estimate_text(form, teacher.arch if teacher is not None else None))
+if gpu and device != "cpu":
+    st.caption("On the GPU the run is much faster than this CPU estimate.")
+
+if st.button("Launch run", type="primary", help="Start the run in the background."):
+    try:
+        launched = run_manager().start(build_config(form, st.session_state[_key("preset")]))
+    except ValueError as error:
+        st.error(str(error))
+    except OSError as error:
+        st.error(f"The run folder could not be written ({error}); check the runs folder.")
+    else:
+        st.session_state[RUN_KEY] = launched.run_id
+        st.toast(f"Run {launched.run_id} started.")
+
+run_id = st.session_state.get(RUN_KEY)
+if run_id:
+    st.divider()
+    try:
+        active = run_manager().read(run_id).state not in FINAL_STATES
+    except ValueError:
+        active = False
+    st.fragment(run_every=POLL_SECONDS if active else None)(_follow)(run_id, active)
