@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from app_pages._shared import PAGES
 from kd_core.figures.margin import boundary_angle
 
 pytestmark = pytest.mark.browser
@@ -18,19 +19,7 @@ def _metric_value(app_page, label: str):
     return metric.locator('[data-testid="stMetricValue"]')
 
 
-def _screenshot(page, path) -> None:
-    """The whole page: Streamlit scrolls inside its main block, so full_page alone shows only
-    the viewport; grow the viewport to the content height for the shot."""
-    size = page.viewport_size
-    height = page.evaluate(
-        "() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight ?? 0"
-    )
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
-    page.screenshot(path=str(path))
-    page.set_viewport_size(size)
-
-
-def test_home_renders_and_the_margin_slider_works(app_page, tmp_path):
+def test_home_renders_and_the_margin_slider_works(app_page, screenshot_dir):
     app_page.goto("/", expect_text=TITLE)
     page = app_page.page
 
@@ -45,7 +34,7 @@ def test_home_renders_and_the_margin_slider_works(app_page, tmp_path):
     expect(page.get_by_text("compute device")).to_be_visible()
     value = _metric_value(app_page, CHOSEN)
     expect(value).to_have_text(f"{boundary_angle(1.35):.1f}°")
-    _screenshot(page, tmp_path / "home.png")
+    app_page.screenshot(screenshot_dir / "home.png")
 
     # Keyboard: 7 steps of 0.05 take the margin from 1.35 to 1.00. The role (an ARIA slider or
     # an <input type="range">, depending on the Streamlit version) is found by accessible name.
@@ -64,5 +53,19 @@ def test_home_renders_and_the_margin_slider_works(app_page, tmp_path):
     expect(slider.locator('[data-testid="stSliderThumbValue"]')).to_have_text("1.00")
     expect(value).to_have_text("60.0°")
     expect(chart.get_by_text("boundary m = 1: 60.0°")).to_be_visible()
-    _screenshot(page, tmp_path / "home_m1.png")
     assert not app_page.console_errors, app_page.console_errors
+
+
+# Figures each page draws without any interaction (at least), on the bundled workspace.
+MIN_FIGURES = {"angular": 2, "attention": 1, "embedding": 1}
+
+
+@pytest.mark.parametrize("spec", PAGES[1:], ids=lambda spec: spec.url_path)
+def test_every_page_renders(app_page, screenshot_dir, spec):
+    app_page.goto(f"/{spec.url_path}", expect_text=spec.title)
+    page = app_page.page
+    expect(page.locator("h1").filter(has_text=spec.title)).to_be_visible()
+    expect(page.get_by_text("Workspace")).to_be_visible()  # the shared sidebar is there
+    assert app_page.wait_for_figures() >= MIN_FIGURES.get(spec.url_path, 0)
+    app_page.assert_healthy()
+    app_page.screenshot(screenshot_dir / f"{spec.url_path}.png")
