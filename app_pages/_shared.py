@@ -55,6 +55,12 @@ class PageSpec:
 PAGES = (
     PageSpec("home.py", "Home", ":material/home:", "What is AMD, and what is in my workspace?"),
     PageSpec(
+        "attention.py",
+        "Attention maps",
+        ":material/visibility:",
+        "Where do the teacher and the students look on an image, and do they agree?",
+    ),
+    PageSpec(
         "inspector.py",
         "Checkpoint inspector",
         ":material/search:",
