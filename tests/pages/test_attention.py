@@ -14,7 +14,6 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from app_pages._shared import PAGES
 from kd_core.analysis.attribution import attribution_maps
 from kd_core.checkpoints import load_checkpoint
 from kd_core.data import create_dataset
@@ -23,31 +22,12 @@ from kd_core.data.shapes import CLASS_NAMES
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "attention.py"
 MODELS = ["resnet20 teacher", "resnet8 vanilla", "resnet8 AMD"]  # the default workspace
-ENTRY = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})
-import streamlit as st
-from app_pages._shared import PAGES, render_sidebar
-pages = [st.Page({str(ROOT / "app_pages")!r} + "/" + spec.file, title=spec.title) for spec in PAGES]
-pages.append(st.Page({str(ROOT / "app_pages" / PAGE)!r}, title="Attention maps"))
-page = st.navigation(pages)
-render_sidebar()
-page.run()
-"""
 
 
 @pytest.fixture
-def page(open_page: Callable[[str], AppTest], app_folders: Path) -> AppTest:
-    """The app on the attention page; until the page is registered in ``PAGES``, through an
-    entry script that adds it."""
-    if any(spec.file == PAGE for spec in PAGES):
-        return open_page(PAGE)
-    entry = app_folders / "entry.py"
-    entry.write_text(ENTRY)
-    at = AppTest.from_file(str(entry), default_timeout=180).run()
-    at.switch_page(str(ROOT / "app_pages" / PAGE)).run()
-    _check(at)
-    return at
+def page(open_page: Callable[[str], AppTest]) -> AppTest:
+    """The app on the attention page."""
+    return open_page(PAGE)
 
 
 def _check(at: AppTest) -> AppTest:
