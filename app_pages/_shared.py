@@ -66,6 +66,18 @@ PAGES = (
         ":material/search:",
         "What is in this checkpoint, and how well does it classify?",
     ),
+    PageSpec(
+        "distill.py",
+        "Distill",
+        ":material/model_training:",
+        "What does a student learn from this teacher with AMD, KD or AT? Train one and watch.",
+    ),
+    PageSpec(
+        "runs.py",
+        "Runs",
+        ":material/history:",
+        "How did my runs go, and which objective did best?",
+    ),
 )
 """The pages in navigation order; ``app.py`` registers them, the tests visit them all."""
 

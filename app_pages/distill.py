@@ -44,35 +44,23 @@ TERM_HELP = {
     "rkd": "Relational KD: pairwise distances and triplet angles of the pooled features.",
     "sp": "Similarity-preserving KD: batch similarity matrices of the features.",
 }
-PRESET_FIELDS = ("epochs", "batch_size", "lr", "kd_temperature")
 
 
 def _key(name: str) -> str:
     return f"distill_{name}"
 
 
-def _apply_preset() -> None:
-    """Fill the schedule fields from the chosen preset (the other fields are kept)."""
-    form = preset_form(st.session_state[_key("preset")])
-    for name in PRESET_FIELDS:
-        st.session_state[_key(name)] = getattr(form, name)
+def _preset_key(name: str, preset: str) -> str:
+    """The key of a field the preset fills: another preset makes new widgets with its values
+    (widgets take their values from ``value=``, never from writes to the session state)."""
+    return _key(f"{name}_{preset}")
 
 
-def _set_defaults(has_teacher: bool) -> None:
-    """First visit: the default preset, and the AMD recipe when there is a teacher."""
-    form = preset_form(DEFAULT_PRESET)
-    st.session_state.setdefault(_key("preset"), DEFAULT_PRESET)
-    for name in PRESET_FIELDS:
-        st.session_state.setdefault(_key(name), getattr(form, name))
-    weights = DISTILL_WEIGHTS if has_teacher else form.weights
-    for name in list_losses():
-        st.session_state.setdefault(_key(f"w_{name}"), float(weights.get(name, 0.0)))
-
-
-def _weight_input(name: str) -> float:
+def _weight_input(name: str, default: float) -> float:
     return st.number_input(
         f"{name} weight",
         min_value=0.0,
+        value=default,
         step=0.1 if name in ("ce", "kd") else 100.0,
         key=_key(f"w_{name}"),
         help=f"{TERM_HELP.get(name, name)} 0 leaves the term out.",
@@ -193,15 +181,17 @@ st.markdown(
 
 entries = {entry.key: entry for entry in list_checkpoints()}
 teacher_options = [NO_TEACHER, *entries]
-if st.session_state.get(_key("teacher")) not in teacher_options:
-    st.session_state[_key("teacher")] = ws.teacher.key if ws.teacher else NO_TEACHER
-_set_defaults(has_teacher=ws.teacher is not None)
+default_teacher = ws.teacher.key if ws.teacher else NO_TEACHER
+default_weights = DISTILL_WEIGHTS if ws.teacher else {"ce": 1.0}  # AMD recipe, or vanilla
+preset_name = st.session_state.get(_key("preset"), DEFAULT_PRESET)  # drawn in Schedule
+defaults = preset_form(preset_name)
 
 st.header("Networks")
 left, right = st.columns(2)
 teacher_key = left.selectbox(
     "Teacher",
     teacher_options,
+    index=teacher_options.index(default_teacher),
     key=_key("teacher"),
     format_func=_teacher_label,
     help="The network to distil from (the workspace's teacher by default). 'none' trains a "
@@ -231,11 +221,11 @@ weights: dict[str, float] = {}
 term_columns = st.columns(2)
 for index, term in enumerate(t for t in MAIN_TERMS if t in list_losses()):
     with term_columns[index % 2]:
-        weights[term] = _weight_input(term)
+        weights[term] = _weight_input(term, default_weights.get(term, 0.0))
 with st.expander("Other distillation terms"):
     for term in list_losses():
         if term not in weights:
-            weights[term] = _weight_input(term)
+            weights[term] = _weight_input(term, default_weights.get(term, 0.0))
 amd_column, kd_column = st.columns(2)
 with amd_column:
     amd_margin = st.number_input(
@@ -266,8 +256,9 @@ with kd_column:
         "KD temperature T",
         min_value=0.1,
         max_value=20.0,
+        value=defaults.kd_temperature,
         step=0.5,
-        key=_key("kd_temperature"),
+        key=_preset_key("kd_temperature", preset_name),
         help="Softens both class distributions; the KD term is multiplied by T².",
     )
 
@@ -275,25 +266,38 @@ st.header("Schedule")
 st.selectbox(
     "Preset",
     list(PRESETS),
+    index=list(PRESETS).index(DEFAULT_PRESET),
     key=_key("preset"),
-    on_change=_apply_preset,
     help="Fills epochs, batch size, learning rate and KD temperature; its optimiser (SGD, "
     "momentum 0.9, weight decay 5e-4) and schedule are used for the run.",
 )
 left, middle, right = st.columns(3)
 epochs = left.number_input(
-    "Epochs", min_value=1, max_value=1000, step=1, key=_key("epochs"), help="Passes over the data."
+    "Epochs",
+    min_value=1,
+    max_value=1000,
+    value=defaults.epochs,
+    step=1,
+    key=_preset_key("epochs", preset_name),
+    help="Passes over the data.",
 )
 batch_size = middle.number_input(
-    "Batch size", min_value=1, max_value=4096, step=16, key=_key("batch_size"), help="Per step."
+    "Batch size",
+    min_value=1,
+    max_value=4096,
+    value=defaults.batch_size,
+    step=16,
+    key=_preset_key("batch_size", preset_name),
+    help="Images per training step.",
 )
 lr = right.number_input(
     "Learning rate",
     min_value=0.0,
     max_value=10.0,
+    value=defaults.lr,
     step=0.01,
     format="%.4f",
-    key=_key("lr"),
+    key=_preset_key("lr", preset_name),
     help="SGD's base rate, with the preset's warm-up and decay.",
 )
 limit_train = left.number_input(
@@ -365,7 +369,7 @@ if gpu and device != "cpu":
 
 if st.button("Launch run", type="primary", help="Start the run in the background."):
     try:
-        launched = run_manager().start(build_config(form, st.session_state[_key("preset")]))
+        launched = run_manager().start(build_config(form, preset_name))
     except ValueError as error:
         st.error(str(error))
     except OSError as error:

@@ -1,0 +1,258 @@
+"""The run views behind the Distill and Runs pages: form -> config (with the errors a user
+reads), time estimates, run rows, final metrics, comparisons, queue places and CSV text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from kd_core.analysis.errors import AnalysisError
+from kd_core.training.config import TrainConfig
+from kd_core.training.run_views import (
+    DistillForm,
+    build_config,
+    comparison_rows,
+    epoch_records,
+    estimate_cpu_seconds,
+    final_metrics,
+    format_duration,
+    log_tail,
+    preset_form,
+    queue_position,
+    records_csv,
+    run_duration,
+    run_progress,
+    run_row,
+    split_size,
+    teacher_name,
+)
+from kd_core.training.runs import RunInfo
+
+AMD_WEIGHTS = {"ce": 1.0, "amd": 1000.0}
+
+
+@pytest.fixture
+def form(teacher_checkpoint) -> DistillForm:
+    return DistillForm(teacher=teacher_checkpoint, weights=dict(AMD_WEIGHTS), device="cpu")
+
+
+def step(step: int, epoch: int, loss: float, progress: float, **terms: float) -> dict:
+    return {"kind": "step", "step": step, "epoch": epoch, "loss": loss, "lr": 0.05,
+            "terms": terms, "progress": progress}  # fmt: skip
+
+
+def epoch(number: int, test_top1: float, best_top1: float, **extra) -> dict:
+    return {"kind": "epoch", "epoch": number, "step": 10 * number, "test_top1": test_top1,
+            "best_top1": best_top1, "progress": number / 4, **extra}  # fmt: skip
+
+
+def run_info(run_id="r1", state="finished", epochs=4, **status) -> RunInfo:
+    config = TrainConfig(epochs=epochs, objective=dict(AMD_WEIGHTS), teacher="t/teacher.pt")
+    return RunInfo(run_id, Path("/runs") / run_id, {"state": state, **status}, config.to_dict())
+
+
+# -- form -> config ------------------------------------------------------------------------------
+
+
+def test_the_form_becomes_the_preset_with_the_form_values(form):
+    form.epochs, form.limit_train, form.limit_test, form.name = 4, 64, 0, "  amd-demo "
+    config = build_config(form)
+    assert config.objective == AMD_WEIGHTS
+    assert config.loss_params == {"amd": {"margin": 1.35, "scale": 64.0, "local": False}}
+    assert (config.epochs, config.limit_train, config.limit_test) == (4, 64, None)
+    assert config.name == "amd-demo"
+    assert config.teacher == form.teacher
+    # the shapes-short preset's optimiser: cosine with one warm-up epoch
+    assert (config.optimizer.schedule, config.optimizer.warmup_epochs) == ("cosine", 1.0)
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert TrainConfig.from_dict(saved).to_dict() == config.to_dict()
+
+
+def test_zero_weights_are_dropped_and_parameters_follow_the_terms(form):
+    form.weights = {"ce": 0.1, "kd": 0.9, "amd": 0.0, "at": 0.0}
+    form.kd_temperature = 2.0
+    config = build_config(form)
+    assert config.objective == {"ce": 0.1, "kd": 0.9}
+    assert config.loss_params == {"kd": {"temperature": 2.0}}
+
+
+def test_short_runs_fit_the_preset_schedule(form):
+    form.epochs = 1
+    assert build_config(form).optimizer.warmup_epochs == 0.5
+    form.epochs = 24
+    cifar = build_config(form, "cifar100").optimizer
+    assert (cifar.schedule, tuple(cifar.milestones)) == ("step", (15, 18, 21))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"teacher": None}, "The terms amd distil from a teacher, and no teacher is chosen"),
+        ({"weights": {"ce": 0.0, "amd": 0.0}}, "Every objective weight is 0"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"student": "resnet9000"}, "Unknown model 'resnet9000'"),
+        ({"teacher": "/nowhere/teacher.pt"}, "does not exist"),
+        ({"device": "cuda:99"}, "is not available here"),
+        ({"kd_temperature": 0.0, "weights": {"ce": 1.0, "kd": 1.0}}, "kd: temperature"),
+        ({"amd_margin": -1.0}, "amd: margin"),
+    ],
+)
+def test_bad_forms_raise_a_sentence(form, changes, message):
+    for name, value in changes.items():
+        setattr(form, name, value)
+    with pytest.raises(AnalysisError, match=message):
+        build_config(form)
+
+
+def test_presets_fill_the_form():
+    short = preset_form("shapes-short")
+    assert (short.epochs, short.batch_size, short.lr, short.kd_temperature) == (10, 64, 0.05, 4.0)
+    assert preset_form("cifar100").epochs == 240
+    with pytest.raises(AnalysisError, match="accepted presets"):
+        preset_form("imagenet")
+
+
+# -- estimates -----------------------------------------------------------------------------------
+
+
+def test_split_sizes():
+    assert split_size("shapes", "train") == 10_000
+    assert split_size("shapes", "test", limit=64) == 64
+    assert split_size("shapes", "test", limit=0) == 2_000
+    assert split_size("cifar100", "train", limit=99_999) == 50_000
+    assert split_size("imagefolder", "train") is None
+    assert split_size("imagefolder", "train", limit=500) == 500
+
+
+def test_estimate_known_answers():
+    # resnet8 trains 1,280 images/s: 12,800 images x 10 epochs = 100 s
+    assert estimate_cpu_seconds("resnet8", epochs=10, train_images=12_800) == pytest.approx(100.0)
+    # + teacher forward at 1/3 of resnet20's 500 img/s, + evaluation at 1/3 of resnet8's cost
+    expected = 10 * (10_000 * (1 / 1280 + 1 / (3 * 500)) + 2_000 / (3 * 1280))
+    got = estimate_cpu_seconds("resnet8", 10, 10_000, test_images=2_000, teacher="resnet20")
+    assert got == pytest.approx(expected) == pytest.approx(150.0)
+
+
+def test_estimate_scales_with_epochs_and_knows_what_it_does_not_know():
+    one = estimate_cpu_seconds("resnet56", 1, 1000, 100, teacher="resnet32x4")
+    assert estimate_cpu_seconds("resnet56", 7, 1000, 100, teacher="resnet32x4") == pytest.approx(
+        7 * one
+    )
+    assert estimate_cpu_seconds("vgg8", 1, 1000) is None
+    assert estimate_cpu_seconds("resnet8", 1, 1000, teacher="vgg13") is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s"), (44.6, "45 s"), (60, "1 min"), (200, "3 min 20 s"), (599, "9 min 59 s"),
+        (600, "10 min"), (3599, "1 h 00 min"), (7500, "2 h 05 min"), (None, "–"),
+        (math.nan, "–"),
+    ],
+)  # fmt: skip
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def test_epoch_records_keep_the_last_of_a_repeated_epoch():
+    records = [epoch(1, 40, 40), step(5, 2, 1.0, 0.3), epoch(2, 50, 50), epoch(2, 52, 52)]
+    assert [(r["epoch"], r["test_top1"]) for r in epoch_records(records)] == [(1, 40), (2, 52)]
+
+
+def test_progress_of_a_running_run():
+    records = [step(5, 1, 2.0, 0.1, ce=1.5, amd=0.5), epoch(1, 40.0, 40.0),
+               step(12, 2, 1.2, 0.4, ce=1.0, amd=math.nan)]  # fmt: skip
+    progress = run_progress(run_info(state="running"), records)
+    assert progress.fraction == pytest.approx(0.4)
+    assert (progress.epochs_done, progress.epochs, progress.step) == (1, 4, 12)
+    assert progress.loss == 1.2
+    assert progress.terms == {"ce": 1.0}  # a NaN term is left out
+    assert (progress.last_top1, progress.best_top1, progress.error) == (40.0, 40.0, None)
+
+
+def test_progress_of_finished_failed_and_empty_runs():
+    finished = run_progress(run_info(), [step(3, 1, 1.0, 0.5), epoch(2, 60.0, 61.0)])
+    assert (finished.fraction, finished.last_top1, finished.best_top1) == (1.0, 60.0, 61.0)
+    failed = run_progress(run_info(state="failed", error="out of memory"), [])
+    assert (failed.fraction, failed.epochs_done, failed.error) == (0.0, 0, "out of memory")
+    assert failed.loss is None and failed.best_top1 is None
+    # a finished run whose metrics file is gone still shows what its status recorded
+    from_status = run_progress(run_info(best_top1=70.0, last_top1=69.0, epochs_done=4), [])
+    assert (from_status.best_top1, from_status.epochs_done) == (70.0, 4)
+
+
+def test_duration():
+    assert run_duration(run_info(started_at=100.0, finished_at=160.0)) == 60.0
+    assert run_duration(run_info(state="running", started_at=100.0), now=130.0) == 30.0
+    assert run_duration(run_info(state="queued")) is None
+
+
+def test_teacher_names():
+    assert teacher_name(None) == "none"
+    assert teacher_name("assets/checkpoints/teacher_resnet20.pt") == "teacher_resnet20"
+    assert teacher_name("/r/runs/20260101-120000-big/best.pt") == "run 20260101-120000-big"
+
+
+def test_run_row():
+    info = run_info(created_at=0.0, started_at=10.0, finished_at=130.0)
+    row = run_row(info, [epoch(1, 40.0, 40.0), epoch(2, 35.0, 40.0)])
+    assert row["run"] == "r1" and row["state"] == "finished"
+    assert (row["student"], row["teacher"], row["objective"]) == ("resnet8", "teacher", "AMD")
+    assert row["epochs"] == "2/4"
+    assert (row["best top-1 (%)"], row["last top-1 (%)"]) == (40.0, 35.0)
+    assert row["duration"] == "2 min"
+    assert row["created"] == "–"  # created_at 0 is not a time
+
+
+def test_final_metrics_and_comparison():
+    records = {
+        "a": [epoch(1, 50.0, 50.0, seconds=10.0, images_per_second=100.0, test_top5=90.0)],
+        "b": [epoch(1, 60.0, 60.0, seconds=10.0, images_per_second=300.0),
+              epoch(2, 70.0, 70.0, seconds=30.0, images_per_second=500.0, test_loss=0.5)],
+    }  # fmt: skip
+    metrics = final_metrics(run_info("b"), records["b"])
+    assert metrics["training time (s)"] == 40.0
+    assert metrics["images/s"] == 400.0
+    assert (metrics["best top-1 (%)"], metrics["test loss"], metrics["epochs"]) == (70.0, 0.5, 2)
+    assert metrics["last top-5 (%)"] is None
+    rows = comparison_rows([run_info("c"), run_info("a"), run_info("b")], records)
+    assert [row["run"] for row in rows] == ["b", "a", "c"]  # best first, no metrics last
+    assert rows[1]["last top-5 (%)"] == 90.0
+
+
+def test_queue_position():
+    runs = [
+        run_info("late", "queued", created_at=30.0),
+        run_info("busy", "running", created_at=5.0),
+        run_info("first", "queued", created_at=10.0),
+        run_info("resumed", "queued", created_at=1.0, resumed_at=40.0),
+        run_info("done", "finished", created_at=0.0),
+    ]
+    places = {r.run_id: queue_position(runs, r.run_id) for r in runs}
+    assert places == {"late": 2, "busy": None, "first": 1, "resumed": 3, "done": None}
+
+
+def test_records_csv_flattens_and_reads_back():
+    records = [step(1, 1, 2.5, 0.1, ce=2.0, amd=0.5), epoch(1, 40.0, 40.0)]
+    rows = list(csv.DictReader(io.StringIO(records_csv(records))))
+    assert list(rows[0]) == ["kind", "step", "epoch", "loss", "lr", "terms.ce", "terms.amd",
+                             "progress", "test_top1", "best_top1"]  # fmt: skip
+    assert (rows[0]["terms.amd"], rows[0]["test_top1"]) == ("0.5", "")
+    assert (rows[1]["kind"], rows[1]["test_top1"], rows[1]["terms.ce"]) == ("epoch", "40.0", "")
+    assert records_csv([]) == ""
+
+
+def test_log_tail(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("".join(f"line {i}\n" for i in range(50)))
+    assert log_tail(log, 3) == "line 47\nline 48\nline 49"
+    assert log_tail(tmp_path / "missing.log") == ""
