@@ -33,10 +33,10 @@ def series_colour(index: int) -> str:
 def finish(fig: go.Figure, title: str, *, height: int | None = None) -> go.Figure:
     """Apply the common layout (title, white template, compact margins, horizontal legend)."""
     fig.update_layout(
-        title={"text": title, "font": {"size": 15}},
+        title={"text": title, "font": {"size": 15}, "y": 0.99, "yanchor": "top"},
         template="plotly_white",
-        margin={"t": 70, "b": 40, "l": 60, "r": 20},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0.0},
+        margin={"t": 100, "b": 40, "l": 60, "r": 20},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.04, "x": 0.0},
     )
     if height is not None:
         fig.update_layout(height=height)

@@ -24,6 +24,7 @@ from plotly.subplots import make_subplots
 
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.style import BLACK, BLUE, ORANGE, finish, series_colour
+from kd_core.training.run_files import latest_records
 
 Record = Mapping[str, Any]
 
@@ -51,14 +52,10 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _latest(records: Sequence[Record], kind: str, axis: str) -> list[Record]:
-    """The records of ``kind`` sorted by ``axis`` (``"step"`` or ``"epoch"``), keeping the
-    last record for each value (a resumed run repeats some)."""
-    by_position: dict[int, Record] = {}
-    for record in records:
-        if record.get("kind") == kind and isinstance(record.get(axis), int):
-            by_position[record[axis]] = record
-    return [by_position[position] for position in sorted(by_position)]
+def _epoch_ticks(records: Sequence[Record]) -> dict[str, Any]:
+    """Whole-epoch ticks: every epoch up to 10, else about ten evenly spaced."""
+    last = max((r["epoch"] for r in records), default=1)
+    return {"tick0": 0, "dtick": max(1, math.ceil(last / 10))}
 
 
 def _no_data(fig: go.Figure, text: str, **position: Any) -> None:
@@ -85,8 +82,8 @@ def training_curves_figure(
     records the figure is empty with a "no data yet" note; a panel without records of its
     kind (before the first logged step or finished epoch) carries the same kind of note.
     """
-    steps = _latest(records, "step", "step")
-    epochs = _latest(records, "epoch", "epoch")
+    steps = latest_records(records, "step", "step")
+    epochs = latest_records(records, "epoch", "epoch")
     if not steps and not epochs:
         return _empty_figure(title)
     fig = make_subplots(
@@ -141,7 +138,7 @@ def training_curves_figure(
     fig.update_yaxes(
         title_text="loss (dimensionless)", type="log" if log_loss else "linear", row=1, col=1
     )
-    fig.update_xaxes(title_text="epoch", row=2, col=1)
+    fig.update_xaxes(title_text="epoch", row=2, col=1, **_epoch_ticks(epochs))
     fig.update_yaxes(title_text="top-1 accuracy (%)", range=[0, 100], row=2, col=1)
     return finish(fig, title, height=640)
 
@@ -161,7 +158,7 @@ def compare_runs_figure(
     axis = "step" if metric in STEP_METRICS else "epoch"
     label = METRIC_TITLES.get(metric, metric)
     title = title or f"{label[:1].upper()}{label[1:]} per {axis}"
-    series = {name: _latest(records, axis, axis) for name, records in runs.items()}
+    series = {name: latest_records(records, axis, axis) for name, records in runs.items()}
     present = [r for records in series.values() for r in records]
     if not present:
         return _empty_figure(title)
@@ -183,6 +180,9 @@ def compare_runs_figure(
                 hovertemplate=f"{name}<br>{axis} %{{x}}<br>{label}: %{{y:.4g}}<extra></extra>",
             )
         )
-    fig.update_xaxes(title_text="training step" if axis == "step" else "epoch")
+    if axis == "step":
+        fig.update_xaxes(title_text="training step")
+    else:
+        fig.update_xaxes(title_text="epoch", **_epoch_ticks(present))
     fig.update_yaxes(title_text=label)
     return finish(fig, title)

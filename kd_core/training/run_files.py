@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +88,20 @@ class RunFiles:
 
     def cancel_requested(self) -> bool:
         return self.cancel_flag.exists()
+
+
+def latest_records(
+    records: Sequence[Mapping[str, Any]], kind: str, axis: str
+) -> list[Mapping[str, Any]]:
+    """The metric records of ``kind`` (``"step"`` or ``"epoch"``) sorted by ``axis``, keeping
+    the last record written for each value (a resumed run repeats some steps and epochs)."""
+    by_position: dict[int, Mapping[str, Any]] = {}
+    for record in records:
+        position = record.get(axis)
+        if (
+            record.get("kind") == kind
+            and isinstance(position, int)
+            and not isinstance(position, bool)
+        ):
+            by_position[position] = record
+    return [by_position[position] for position in sorted(by_position)]

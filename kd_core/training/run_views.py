@@ -31,7 +31,7 @@ from kd_core.losses.amd import DEFAULT_MARGIN, DEFAULT_SCALE
 from kd_core.losses.registry import build_loss, loss_class
 from kd_core.training.config import TrainConfig, preset
 from kd_core.training.device import resolve_device
-from kd_core.training.run_files import FINAL_STATES, RunFiles
+from kd_core.training.run_files import FINAL_STATES, RunFiles, latest_records
 from kd_core.training.runs import RunInfo, check_config_for_launch
 from kd_core.workspace import method_name
 
@@ -244,8 +244,7 @@ def format_duration(seconds: float | None) -> str:
 
 def epoch_records(records: Sequence[Record]) -> list[Record]:
     """The ``epoch`` records, one per epoch in epoch order (the last written wins)."""
-    by_epoch = {r["epoch"]: r for r in records if r.get("kind") == "epoch" and "epoch" in r}
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    return latest_records(records, "epoch", "epoch")
 
 
 def _number(value: object) -> float | None:
