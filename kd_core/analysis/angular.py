@@ -100,15 +100,22 @@ class SplitAngles:
         return torch.rad2deg(self.maps.theta)
 
     @cached_property
-    def _order(self) -> np.ndarray:
-        """Argsort of all angles, flattened (computed once, shared by every selection)."""
-        return np.argsort(self.theta_deg.numpy().ravel())
+    def _sorted_cache(self) -> dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return {}
 
-    def sorted_theta(self, keep: np.ndarray) -> np.ndarray:
-        """Angles (degrees) where ``keep`` (``N x H x W`` bool) is true, in increasing order
-        (filtered from one cached sort: O(N H W) per selection)."""
-        order = self._order
-        return self.theta_deg.numpy().ravel()[order[keep.ravel()[order]]]
+    def sorted_theta(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Angles (degrees) of the positive, the negative and all positions of the samples
+        ``rows`` (int indices), each sorted; cached per selection, so the teacher's are sorted
+        once for all students."""
+        key = rows.tobytes()
+        if key not in self._sorted_cache:
+            theta = self.theta_deg.numpy().reshape(len(self.labels), -1)[rows]
+            positive = self.positive.numpy().reshape(len(self.labels), -1)[rows]
+            pos, neg = np.sort(theta[positive]), np.sort(theta[~positive])
+            # Two sorted runs: the stable sort (timsort) merges them in linear time.
+            every = np.sort(np.concatenate((pos, neg)), kind="stable")
+            self._sorted_cache[key] = (pos, neg, every)
+        return self._sorted_cache[key]
 
     def theta_pos(self) -> np.ndarray:
         """Angles (degrees) of all positive positions of all samples, flattened."""
@@ -346,13 +353,11 @@ def stage_angles(
 
 
 def _summary(
-    reference: SplitAngles, angles: SplitAngles, selected: Tensor, name: str
+    reference: SplitAngles, angles: SplitAngles, rows: np.ndarray, name: str, cosines: Tensor
 ) -> AngularSummary:
-    """The :class:`AngularSummary` of ``angles`` against ``reference`` on ``selected``
-    samples."""
-    chosen = selected[:, None, None].expand_as(angles.positive)
-    keep_pos, keep_neg = (chosen & angles.positive).numpy(), (chosen & ~angles.positive).numpy()
-    pos, neg = angles.sorted_theta(keep_pos), angles.sorted_theta(keep_neg)
+    """The :class:`AngularSummary` of ``angles`` against ``reference`` on the samples ``rows``
+    (``cosines``: each sample's cosine between the two ``q`` maps)."""
+    pos, neg, every = angles.sorted_theta(rows)
     if pos.size == 0 or neg.size == 0:
         side = "positive" if pos.size == 0 else "negative"
         samples = "selected samples" if name == ALL_CLASSES else f"samples of class {name!r}"
@@ -361,30 +366,28 @@ def _summary(
             "and negative angles cannot be compared; use a larger stage, another split, a "
             "fraction nearer 0.5, or select more samples."
         )
-    maps, keep_all = angles.maps, chosen.numpy()
-    counted = (maps.pos.numpy()[keep_pos] > maps.neg.numpy()[keep_pos]).mean()
-    cosine = F.cosine_similarity(
-        maps.q[selected].flatten(1), reference.maps.q[selected].flatten(1), dim=1
-    )
+    ref_pos, ref_neg, ref_every = reference.sorted_theta(rows)
+    count = len(angles.labels)
+    positive = angles.positive.numpy().reshape(count, -1)[rows]
+    pos_term = angles.maps.pos.numpy().reshape(count, -1)[rows][positive]
+    neg_term = angles.maps.neg.numpy().reshape(count, -1)[rows][positive]
     return AngularSummary(
         model=angles.model,
         stage=angles.stage,
         teacher_stage=angles.teacher_stage,
         class_name=name,
-        samples=int(selected.sum()),
+        samples=len(rows),
         positives=pos.size,
         negatives=neg.size,
         mean_theta_pos=float(pos.mean()),
         mean_theta_neg=float(neg.mean()),
         separation=separation(pos, neg),
         overlap=overlap(pos, neg),
-        pos_counted_positive=float(counted),
-        wasserstein_deg=_wasserstein(
-            angles.sorted_theta(keep_all), reference.sorted_theta(keep_all)
-        ),
-        wasserstein_pos_deg=_wasserstein(pos, reference.sorted_theta(keep_pos)),
-        wasserstein_neg_deg=_wasserstein(neg, reference.sorted_theta(keep_neg)),
-        mean_cosine=float(cosine.mean()),
+        pos_counted_positive=float((pos_term > neg_term).mean()),
+        wasserstein_deg=_wasserstein(every, ref_every),
+        wasserstein_pos_deg=_wasserstein(pos, ref_pos),
+        wasserstein_neg_deg=_wasserstein(neg, ref_neg),
+        mean_cosine=float(cosines[torch.from_numpy(rows)].mean()),
     )
 
 
@@ -394,12 +397,14 @@ def summarise(
     """Summary rows of ``angles`` against the teacher's ``reference``: all samples, then one
     row per class present (in label order) when ``per_class``."""
     labels = angles.labels
-    rows = [_summary(reference, angles, torch.ones_like(labels, dtype=torch.bool), ALL_CLASSES)]
+    cosines = F.cosine_similarity(angles.maps.q.flatten(1), reference.maps.q.flatten(1), dim=1)
+    rows = [_summary(reference, angles, np.arange(len(labels)), ALL_CLASSES, cosines)]
     if per_class:
         for label in torch.unique(labels).tolist():
             names = angles.class_names
             name = names[label] if 0 <= label < len(names) else str(label)
-            rows.append(_summary(reference, angles, labels == label, name))
+            members = (labels == label).nonzero().squeeze(1).numpy()
+            rows.append(_summary(reference, angles, members, name, cosines))
     return rows
 
 
