@@ -55,6 +55,13 @@ class PageSpec:
 PAGES = (
     PageSpec("home.py", "Home", ":material/home:", "What is AMD, and what is in my workspace?"),
     PageSpec(
+        "angular.py",
+        "Angular distributions",
+        ":material/explore:",
+        "Does a student separate the positions its teacher attends as sharply, at the same "
+        "angles?",
+    ),
+    PageSpec(
         "attention.py",
         "Attention maps",
         ":material/visibility:",

@@ -136,7 +136,7 @@ class View:
         return (self.stage, self.margin, self.scale, self.split, self.fraction)
 
 
-def _split(features: Sequence[FeatureSet]) -> tuple[FeatureSet, list[FeatureSet]]:
+def _teacher_and_students(features: Sequence[FeatureSet]) -> tuple[FeatureSet, list[FeatureSet]]:
     """``(teacher, students)`` of the feature sets, teacher first."""
     return features[0], list(features[1:])
 
@@ -148,7 +148,9 @@ def _split(features: Sequence[FeatureSet]) -> tuple[FeatureSet, list[FeatureSet]
 def _histogram_figure(
     key: str, stage: str, margin: float, split: str, fraction: float, _features
 ) -> go.Figure:
-    teacher, students = _split(_features)
+    """θ histograms with the boundary for ``margin`` (θ and the boundary do not depend on the
+    scale, so moving the scale does not recompute them)."""
+    teacher, students = _teacher_and_students(_features)
     angles = stage_angles(teacher, students, stage, margin=margin, split=split, fraction=fraction)
     return theta_histogram_figure(angles, margin=margin)
 
@@ -164,7 +166,7 @@ def _maps_figure(
     sample: int,
     _features,
 ) -> go.Figure:
-    teacher, students = _split(_features)
+    teacher, students = _teacher_and_students(_features)
     angles = stage_angles(
         teacher, students, stage, margin=margin, scale=scale, split=split, fraction=fraction
     )
@@ -175,7 +177,8 @@ def _maps_figure(
 def _report(
     key: str, margin: float, scale: float, split: str, fraction: float, _features
 ) -> list[AngularSummary]:
-    teacher, students = _split(_features)
+    """The overall summary rows of every compared stage (no per-class rows: costly)."""
+    teacher, students = _teacher_and_students(_features)
     return angular_report(
         teacher,
         students,
@@ -191,7 +194,8 @@ def _report(
 def _class_rows(
     key: str, stage: str, margin: float, scale: float, split: str, fraction: float, _features
 ) -> list[AngularSummary]:
-    teacher, students = _split(_features)
+    """Overall and per-class summary rows of every model at one stage only."""
+    teacher, students = _teacher_and_students(_features)
     angles = stage_angles(
         teacher, students, stage, margin=margin, scale=scale, split=split, fraction=fraction
     )
@@ -250,6 +254,7 @@ def _histograms_tab(view: View) -> None:
         )
     log_axis = st.toggle(
         "Logarithmic share axis",
+        value=True,
         key=_key("log_axis"),
         help="Spread the small shares: the bins near 90° (positions the model barely attends) "
         "can hold most of the positions and flatten every other bin.",

@@ -16,17 +16,7 @@ import kd_core.analysis.angular
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.margin import boundary_angle
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "app_pages" / "angular.py"
-ENTRY = """
-import sys
-sys.path.insert(0, {root!r})
-import streamlit as st
-from app_pages._shared import render_sidebar
-page = st.navigation([st.Page({page!r}, title="Angular distributions")])
-render_sidebar()
-page.run()
-"""
+APP = Path(__file__).resolve().parents[2] / "app.py"
 SAMPLES = 250
 MODELS = ["resnet20 teacher", "resnet8 vanilla", "resnet8 AMD"]
 
@@ -34,11 +24,10 @@ MODELS = ["resnet20 teacher", "resnet8 vanilla", "resnet8 AMD"]
 @pytest.fixture
 def app(app_folders: Path) -> AppTest:
     """The page on 250 samples (set before the first run, so 1,000 are never extracted)."""
-    entry = app_folders / "entry.py"
-    entry.write_text(ENTRY.format(root=str(ROOT), page=str(PAGE)))
-    at = AppTest.from_file(str(entry), default_timeout=120)
+    at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state["ws_samples"] = SAMPLES
-    return _ok(at.run())
+    _ok(at.run())
+    return _ok(at.switch_page("app_pages/angular.py").run())
 
 
 def _ok(at: AppTest) -> AppTest:
@@ -157,7 +146,8 @@ def test_teacher_topk_split_counts_a_fifth_of_each_map(app):
     assert not _widget(app.main.slider, "Positive fraction").proto.disabled
     [topk_histogram] = _charts(app)
     assert _names(topk_histogram) == _names(mask_histogram)
-    assert topk_histogram["data"][0]["y"] != mask_histogram["data"][0]["y"]
+    teacher_positive = [_array(h["data"][0]["y"]) for h in (topk_histogram, mask_histogram)]
+    assert not np.array_equal(*teacher_positive)
     _open(app, "Summary")
     rows = app.dataframe[0].value  # the counts are hidden on the page, but in the frame
     # the teacher's top round(0.2 x 8 x 8) = 13 of 64 positions, for every model
@@ -173,11 +163,11 @@ def test_stage_change_redraws_the_histograms(app):
     for trace in histogram["data"]:
         centres = _array(trace["x"])
         assert _array(trace["y"])[centres < 70].sum() < 1.0  # percent of the positions
-    assert histogram["layout"]["yaxis"].get("type") != "log"
-    app.toggle(key="angular_log_axis").set_value(True)
-    [logarithmic] = _charts(_ok(app.run()))
-    assert logarithmic["layout"]["yaxis"]["type"] == "log"
-    assert _names(logarithmic) == _names(histogram)
+    assert histogram["layout"]["yaxis"]["type"] == "log"  # by default: the 90° bins dominate
+    app.toggle(key="angular_log_axis").set_value(False)
+    [linear] = _charts(_ok(app.run()))
+    assert linear["layout"]["yaxis"].get("type") in (None, "linear")
+    assert _names(linear) == _names(histogram)
 
 
 def test_choosing_a_sample_shows_its_image_class_and_maps(app):
@@ -205,6 +195,9 @@ def test_classes_tab_shows_one_class_and_the_pivot(app):
     _ok(app.run())
     chosen, pivot = app.dataframe
     assert list(chosen.value["model"]) == MODELS
+    assert set(chosen.value["class"]) == {"star"}
+    stars = chosen.value["samples"]
+    assert stars.nunique() == 1 and 0 < stars.iloc[0] < SAMPLES  # the stars among the samples
     assert list(pivot.value.columns) == ["class", *MODELS]
     assert len(pivot.value) == 10
     [boxes] = _charts(app)
