@@ -162,8 +162,14 @@ class AppPage:
         )
         self.assert_healthy()
 
-    def wait_for_figures(self) -> int:
-        """Wait until every plotly chart on the page has drawn; returns how many there are."""
+    def wait_for_figures(self, minimum: int = 0) -> int:
+        """Wait until at least ``minimum`` plotly charts are on the page and every chart has
+        drawn; returns how many there are."""
+        self.page.wait_for_function(
+            "n => document.querySelectorAll('[data-testid=\"stPlotlyChart\"]').length >= n",
+            arg=minimum,
+            timeout=RENDER_TIMEOUT_MS,
+        )
         charts = self.page.locator('[data-testid="stPlotlyChart"]')
         count = charts.count()
         for index in range(count):
