@@ -160,6 +160,11 @@ class AppPage:
         self.page.wait_for_selector(
             '[data-testid="stStatusWidget"]', state="hidden", timeout=RENDER_TIMEOUT_MS
         )
+        # Widgets are drawn as skeletons until their lazily loaded code arrives.
+        self.page.wait_for_function(
+            """() => !document.querySelector('[data-testid="stSkeleton"]')""",
+            timeout=RENDER_TIMEOUT_MS,
+        )
         self.assert_healthy()
 
     def wait_for_figures(self, minimum: int = 0) -> int:
