@@ -53,6 +53,10 @@ AXIS_TITLES = {
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 
+def _model_symbol(position: int) -> str:
+    return MODEL_SYMBOLS[position % len(MODEL_SYMBOLS)]
+
+
 def _numpy(values: ArrayLike) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()
