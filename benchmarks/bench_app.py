@@ -1,0 +1,88 @@
+"""App speed in a real browser (prints figures; run with `make bench`).
+
+1. Server start to home page rendered: ``streamlit run app.py`` launched, then the home page
+   loaded in headless Chromium until Streamlit is idle and its figure drawn. Target <= 3 s
+   (from the server answering its health check to the page rendered; the launch itself is
+   printed too).
+2. Every page, cold (first visit after the server started: models loaded, features computed)
+   and warm (second visit, in a new browser session: served from the caches). Time from
+   navigation to the page idle with all its figures drawn. Targets: cold <= 8 s, warm <= 1 s.
+3. Server resident memory (the Streamlit process and its children) after visiting every page.
+   Target <= 1.5 GB.
+
+Runs and uploads go to a temporary folder; the workspace is the default one (bundled teacher,
+vanilla and AMD students, 1,000 ``shapes`` test images). The feature cache on disk is a
+temporary folder too, so "cold" really computes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from playwright.sync_api import sync_playwright
+
+from app_pages._shared import PAGES
+from tests.browser.harness import AppPage, launch_chromium, streamlit_server
+
+HEADINGS = {"home": "Angular margin-based distillation (AMD)"}
+MIN_FIGURES = {"home": 1, "angular": 1, "attention": 1, "embedding": 1}
+
+
+def visit(browser, base_url: str, url_path: str, heading: str) -> float:
+    """Seconds from navigation to the page idle with its figures drawn (new session)."""
+    app = AppPage.open(browser, base_url)
+    try:
+        start = time.perf_counter()
+        app.goto(f"/{url_path}" if url_path != "home" else "/", expect_text=heading)
+        app.wait_for_figures(MIN_FIGURES.get(url_path, 0))
+        return time.perf_counter() - start
+    finally:
+        app.close()
+
+
+def server_memory_mb(pid: int) -> float:
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    env = {
+        "KD_CORE_RUNS": str(folder / "runs"),
+        "KD_CORE_UPLOADS": str(folder / "uploads"),
+        "KD_CORE_CACHE": str(folder / "cache"),
+    }
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        launched = time.perf_counter()
+        with streamlit_server(env) as server:
+            home = visit(browser, server.base_url, "home", HEADINGS["home"])
+            print(
+                f"server launch to healthy: {server.started_s:.2f} s; home page rendered "
+                f"{home:.2f} s later ({time.perf_counter() - launched:.2f} s from launch); "
+                "target <= 3 s"
+            )
+            print(
+                f"{'page':<12} {'cold (s)':>9} {'warm (s)':>9}   targets: cold <= 8 s, warm <= 1 s"
+            )
+            for spec in PAGES:
+                heading = HEADINGS.get(spec.url_path, spec.title)
+                cold = (
+                    home
+                    if spec.url_path == "home"
+                    else visit(browser, server.base_url, spec.url_path, heading)
+                )
+                warm = visit(browser, server.base_url, spec.url_path, heading)
+                print(f"{spec.url_path:<12} {cold:>9.2f} {warm:>9.2f}")
+            print(
+                f"server resident memory after every page: "
+                f"{server_memory_mb(server.process.pid):,.0f} MB; target <= 1,536 MB"
+            )
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
