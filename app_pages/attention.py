@@ -38,6 +38,26 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
 AGNOSTIC = "same for every class"
 
 
+@st.cache_data(show_spinner=False, max_entries=128)
+def _maps(
+    versions: tuple[str, ...],
+    image_key: bytes,
+    method: str,
+    requests: tuple[tuple[str, int | None, str | None], ...],
+    *,
+    _models: dict[str, torch.nn.Module],
+    _image: Tensor,
+) -> dict[str, Tensor]:
+    """``{model: map}`` for ``requests`` = (model, target, stage) on one image, cached by the
+    models' files (``versions``), the image's bytes, the method and the requests."""
+    return {
+        name: attribution_maps(
+            _models[name], _image[None], method=method, target=target, stage=stage
+        )[0]
+        for name, target, stage in requests
+    }
+
+
 def _key(name: str) -> str:
     return f"attention_{name}"
 
@@ -249,22 +269,25 @@ try:
             teacher=names[0],
             chosen=chosen,
         )
-        batch = image[None]
-        maps = {
-            name: attribution_maps(
-                model,
-                batch,
-                method=method,
-                target=targets[name],
-                stage=row.stages[name] if row else None,
-            )[0]
-            for name, model in models.items()
-        }
+        versions = tuple(f"{h.entry.key}@{h.entry.path.stat().st_mtime_ns}" for h in handles)
+        image_key = image.numpy().tobytes()
+        maps = _maps(
+            versions,
+            image_key,
+            method,
+            tuple((name, targets[name], row.stages[name] if row else None) for name in models),
+            _models=models,
+            _image=image,
+        )
         stage_maps = {
-            r.label: {
-                name: attribution_maps(model, batch, method="activation", stage=r.stages[name])[0]
-                for name, model in models.items()
-            }
+            r.label: _maps(
+                versions,
+                image_key,
+                "activation",
+                tuple((name, None, r.stages[name]) for name in models),
+                _models=models,
+                _image=image,
+            )
             for r in (rows if class_agnostic else [])
         }
 except AnalysisError as exc:

@@ -5,8 +5,10 @@
    (from the server answering its health check to the page rendered; the launch itself is
    printed too).
 2. Every page, cold (first visit after the server started: models loaded, features computed)
-   and warm (second visit, in a new browser session: served from the caches). Time from
-   navigation to the page idle with all its figures drawn. Targets: cold <= 8 s, warm <= 1 s.
+   and warm (second visit: served from the caches), reached as a user does, by the sidebar's
+   page links in one browser session. Time from the click to the page idle with all its
+   figures drawn. Targets: cold <= 8 s, warm <= 1 s. A new browser session (a reload) is
+   timed on the home page as well.
 3. Server resident memory (the Streamlit process and its children) after visiting every page.
    Target <= 1.5 GB.
 
@@ -43,6 +45,17 @@ def visit(browser, base_url: str, url_path: str, heading: str) -> float:
         app.close()
 
 
+def navigate(app: AppPage, spec, heading: str) -> float:
+    """Seconds from clicking ``spec``'s sidebar link to the page idle with its figures drawn."""
+    page = app.page
+    start = time.perf_counter()
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=spec.title).click()
+    page.locator("h1").filter(has_text=heading).first.wait_for()
+    app.wait_idle()
+    app.wait_for_figures(MIN_FIGURES.get(spec.url_path, 0))
+    return time.perf_counter() - start
+
+
 def server_memory_mb(pid: int) -> float:
     process = psutil.Process(pid)
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
@@ -65,17 +78,19 @@ def main() -> None:
                 f"{home:.2f} s later ({time.perf_counter() - launched:.2f} s from launch); "
                 "target <= 3 s"
             )
-            print(
-                f"{'page':<12} {'cold (s)':>9} {'warm (s)':>9}   targets: cold <= 8 s, warm <= 1 s"
-            )
+            session = visit(browser, server.base_url, "home", HEADINGS["home"])
+            print(f"new browser session on the home page, warm server: {session:.2f} s")
+            app = AppPage.open(browser, server.base_url)
+            app.goto("/", expect_text=HEADINGS["home"])
+            times = {}
+            for visit_kind in ("cold", "warm"):
+                for spec in [*PAGES[1:], PAGES[0]]:
+                    heading = HEADINGS.get(spec.url_path, spec.title)
+                    times[spec.url_path, visit_kind] = navigate(app, spec, heading)
+            app.close()
+            print(f"{'page':<12} {'cold (s)':>9} {'warm (s)':>9}   targets: cold <= 8, warm <= 1")
             for spec in PAGES:
-                heading = HEADINGS.get(spec.url_path, spec.title)
-                cold = (
-                    home
-                    if spec.url_path == "home"
-                    else visit(browser, server.base_url, spec.url_path, heading)
-                )
-                warm = visit(browser, server.base_url, spec.url_path, heading)
+                cold, warm = times[spec.url_path, "cold"], times[spec.url_path, "warm"]
                 print(f"{spec.url_path:<12} {cold:>9.2f} {warm:>9.2f}")
             print(
                 f"server resident memory after every page: "
