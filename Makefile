@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.run-deps
 DEV_STAMP := $(VENV)/.dev-deps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench assets table chromium clean-venv
+.PHONY: run test lint bench assets table screenshots reliability chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,16 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: run every benchmark in benchmarks/ (prints figures)
-bench: $(RUN_STAMP)
+## reliability: the hardening tests at full size (long load test, more fault trials)
+reliability: $(DEV_STAMP) chromium
+	KD_CORE_RELIABILITY=full $(BIN)/python -m pytest tests/reliability
+
+## screenshots: regenerate docs/screenshots/ (every page, in headless Chromium)
+screenshots: $(DEV_STAMP) chromium
+	KD_CORE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser/test_pages_render.py
+
+## bench: run every benchmark in benchmarks/ (prints figures; the app's in a real browser)
+bench: $(DEV_STAMP) chromium
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; PYTHONPATH=. $(BIN)/python $$f || exit 1; done
 
 ## assets: retrain the bundled teacher and students on shapes (about an hour on 2 CPU cores)
