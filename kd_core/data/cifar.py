@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import pickle
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torchvision import datasets
 
 from kd_core.data.cache import default_data_root
 from kd_core.data.registry import DatasetInfo, register_dataset
@@ -25,6 +26,9 @@ from kd_core.data.transforms import (
     CIFAR100_STD,
     cifar_transform,
 )
+
+if TYPE_CHECKING:
+    from torchvision.datasets import CIFAR10, CIFAR100
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -96,12 +100,35 @@ class _LocalFiles:
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-class LocalCIFAR10(_LocalFiles, datasets.CIFAR10):
-    """torchvision's CIFAR-10 reading local files without checksums."""
+# The subclasses of torchvision's classes are created on first use: importing torchvision takes
+# seconds (it pulls torch._dynamo), and the class names and infos above need none of it.
+#: subclass name -> (torchvision base class name, the dataset's info)
+_LOCAL_CLASSES = {
+    "LocalCIFAR10": ("CIFAR10", CIFAR10_INFO),
+    "LocalCIFAR100": ("CIFAR100", CIFAR100_INFO),
+}
 
 
-class LocalCIFAR100(_LocalFiles, datasets.CIFAR100):
-    """torchvision's CIFAR-100 reading local files without checksums."""
+@cache
+def _local_class(name: str) -> type[CIFAR10]:
+    """``LocalCIFAR10`` or ``LocalCIFAR100``: torchvision's class with :class:`_LocalFiles`
+    mixed in, created once."""
+    from torchvision import datasets
+
+    base, info = _LOCAL_CLASSES[name]
+    namespace = {
+        "__module__": __name__,
+        "__doc__": f"torchvision's {info.title} reading local files without checksums.",
+    }
+    return type(name, (_LocalFiles, getattr(datasets, base)), namespace)
+
+
+def __getattr__(name: str) -> type:
+    """``cifar.LocalCIFAR10`` / ``cifar.LocalCIFAR100`` (module attributes, so that the datasets
+    pickle by reference, e.g. into spawned DataLoader workers)."""
+    if name in _LOCAL_CLASSES:
+        return _local_class(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _expected_files(cls) -> list[str]:
@@ -109,8 +136,15 @@ def _expected_files(cls) -> list[str]:
 
 
 def _load(
-    cls, info: DatasetInfo, split: str, root: Path | None, augment: bool, limit, download: bool
+    class_name: str,
+    info: DatasetInfo,
+    split: str,
+    root: Path | None,
+    augment: bool,
+    limit,
+    download: bool,
 ):
+    cls = _local_class(class_name)
     root = default_data_root() if root is None else root
     if root.name == cls.base_folder:  # the user pointed at the extracted folder itself
         root = root.parent
@@ -166,14 +200,14 @@ def _load(
 @register_dataset(CIFAR10_INFO)
 def build_cifar10(
     *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
-) -> LocalCIFAR10:
+) -> CIFAR10:
     del seed  # the data is fixed
-    return _load(LocalCIFAR10, CIFAR10_INFO, split, root, augment, limit, download)
+    return _load("LocalCIFAR10", CIFAR10_INFO, split, root, augment, limit, download)
 
 
 @register_dataset(CIFAR100_INFO)
 def build_cifar100(
     *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
-) -> LocalCIFAR100:
+) -> CIFAR100:
     del seed
-    return _load(LocalCIFAR100, CIFAR100_INFO, split, root, augment, limit, download)
+    return _load("LocalCIFAR100", CIFAR100_INFO, split, root, augment, limit, download)

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import cache
 from pathlib import Path
-
-from torchvision import datasets
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from typing import TYPE_CHECKING
 
 from kd_core.data.images import ImageError, load_image
 from kd_core.data.registry import DatasetInfo, register_dataset
 from kd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
 
-EXTENSIONS = tuple(sorted({*IMG_EXTENSIONS, ".gif"}))
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
+
+# torchvision is imported when a dataset is first built (see _checked_image_folder): importing it
+# takes seconds (it pulls torch._dynamo), and the info and tree checks here need none of it.
+
+#: the file types read: torchvision's ``IMG_EXTENSIONS`` and ``.gif``, sorted
+EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 TEST_FOLDERS = ("test", "val")
 
 INFO = DatasetInfo(
@@ -124,19 +130,35 @@ def _load(path: str):
         raise ImageError(f"The file {path} cannot be read as an image ({error}).") from error
 
 
-class CheckedImageFolder(datasets.ImageFolder):
-    """``ImageFolder`` that ignores hidden folders and reads images with
-    :func:`~kd_core.data.images.load_image`."""
+@cache
+def _checked_image_folder() -> type[ImageFolder]:
+    """``CheckedImageFolder``, subclass of torchvision's ``ImageFolder``, created once."""
+    from torchvision.datasets import ImageFolder
 
-    def find_classes(self, directory):
-        classes = [p.name for p in _visible_dirs(Path(directory))]
-        return classes, {name: i for i, name in enumerate(classes)}
+    class CheckedImageFolder(ImageFolder):
+        """``ImageFolder`` that ignores hidden folders and reads images with
+        :func:`~kd_core.data.images.load_image`."""
+
+        def find_classes(self, directory):
+            classes = [p.name for p in _visible_dirs(Path(directory))]
+            return classes, {name: i for i, name in enumerate(classes)}
+
+    CheckedImageFolder.__qualname__ = "CheckedImageFolder"  # what pickle looks up, see below
+    return CheckedImageFolder
+
+
+def __getattr__(name: str) -> type:
+    """``imagefolder.CheckedImageFolder`` (a module attribute, so that the datasets pickle by
+    reference, e.g. into spawned DataLoader workers)."""
+    if name == "CheckedImageFolder":
+        return _checked_image_folder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_dataset(INFO)
 def build_imagefolder(
     *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
-) -> CheckedImageFolder:
+) -> ImageFolder:
     del seed
     if download:
         raise ValueError("imagefolder reads your own files; there is nothing to download.")
@@ -147,7 +169,7 @@ def build_imagefolder(
         )
     folder = split_folder(root, split)
     check_tree(folder)
-    dataset = CheckedImageFolder(
+    dataset = _checked_image_folder()(
         str(folder),
         transform=imagenet_transform(augment),
         loader=_load,

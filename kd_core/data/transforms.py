@@ -11,12 +11,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision import transforms
 
 from kd_core.data.registry import DatasetInfo, dataset_info
+
+if TYPE_CHECKING:
+    from torchvision.transforms import Compose
+
+# torchvision is imported inside the functions that build its transforms: importing it takes
+# seconds (it pulls torch._dynamo), and the statistics and tensor transforms here need none of it.
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -26,16 +33,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def cifar_transform(mean, std, augment: bool) -> transforms.Compose:
+def cifar_transform(mean, std, augment: bool) -> Compose:
     """PIL image -> normalised tensor, with RepDistiller's training augmentation if asked."""
+    from torchvision import transforms
+
     steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
     return transforms.Compose(
         [*(steps if augment else []), transforms.ToTensor(), transforms.Normalize(mean, std)]
     )
 
 
-def imagenet_transform(augment: bool, size: int = 224, resize: int = 256) -> transforms.Compose:
+def imagenet_transform(augment: bool, size: int = 224, resize: int = 256) -> Compose:
     """PIL image -> normalised tensor, the ImageNet training or evaluation recipe."""
+    from torchvision import transforms
+
     if augment:
         steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
     else:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import socket
 
-import torchvision
 from torch import Tensor, nn
 
 from kd_core.models.features import FeatureSpec
+
+# torchvision is imported inside the builders: importing it takes seconds (it pulls
+# torch._dynamo), and the registry's names and specs need none of it.
 
 _RESNET_SPEC = FeatureSpec(stages=("layer1", "layer2", "layer3", "layer4"), head="fc")
 
@@ -44,6 +46,8 @@ DOWNLOAD_TIMEOUT_S = 20.0
 def build_torchvision(name: str, num_classes: int = 1000) -> nn.Module:
     """torchvision's ``name`` builder with random weights and ``num_classes`` outputs, with its
     ``feature_spec`` attached."""
+    import torchvision
+
     arch, spec = TORCHVISION_MODELS[name]
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     model.feature_spec = spec
@@ -53,6 +57,8 @@ def build_torchvision(name: str, num_classes: int = 1000) -> nn.Module:
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:
     """Download (or read from torch.hub's cache) torchvision's default ImageNet weights for
     ``name``; a network failure becomes a ``ValueError`` that says how to pass a local file."""
+    import torchvision
+
     arch, _ = TORCHVISION_MODELS[name]
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     previous = socket.getdefaulttimeout()
