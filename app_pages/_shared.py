@@ -68,6 +68,13 @@ PAGES = (
         "Where do the teacher and the students look on an image, and do they agree?",
     ),
     PageSpec(
+        "embedding.py",
+        "Feature embedding",
+        ":material/scatter_plot:",
+        "How do the teacher's and the students' features arrange, and how similar are their "
+        "stages (CKA)?",
+    ),
+    PageSpec(
         "inspector.py",
         "Checkpoint inspector",
         ":material/search:",
