@@ -65,6 +65,10 @@ TSNE_BACKENDS = ("opentsne", "sklearn")
 DEFAULT_TSNE_BACKEND = "opentsne"
 """openTSNE: as good as scikit-learn's t-SNE and faster (module docstring)."""
 DEFAULT_TSNE_THREADS = 1
+OPENTSNE_ITERATIONS = 250
+"""openTSNE's iterations after its 250 early-exaggeration ones (its default is 500). On the
+5,000-image benchmark below, 250 kept the layout's quality (trustworthiness 0.996 both, 2-D kNN
+accuracy 0.896 vs 0.895) in 44% of the time (43 s vs 100 s, FFT gradients, machine loaded)."""
 """One thread: robust when the app shares its cores with training (module docstring)."""
 DEFAULT_PERPLEXITY = 30.0
 DEFAULT_NEIGHBORS = 15
@@ -189,7 +193,11 @@ def _tsne(
         from openTSNE import TSNE as OpenTSNE
 
         model = OpenTSNE(
-            perplexity=perplexity, initialization="pca", n_jobs=n_jobs, random_state=seed
+            perplexity=perplexity,
+            initialization="pca",
+            n_iter=OPENTSNE_ITERATIONS,
+            n_jobs=n_jobs,
+            random_state=seed,
         )
         return np.asarray(model.fit(matrix), dtype=np.float64)
     from sklearn.manifold import TSNE as SklearnTSNE
