@@ -179,6 +179,10 @@ def separation(low: np.ndarray, high: np.ndarray) -> float:
     low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
     difference = float(high.mean() - low.mean())
     pooled_var = (low.size * low.var() + high.size * high.var()) / (low.size + high.size)
+    if low.size and high.size and low.min() == low.max() and high.min() == high.max():
+        # Both constant: the mean of n copies of c can round away from c (and the variance
+        # away from 0), which would turn equal constants into a separation of about +-1.
+        difference, pooled_var = float(high[0] - low[0]), 0.0
     pooled_std = math.sqrt(float(pooled_var))
     if pooled_std == 0.0:
         return 0.0 if difference == 0.0 else math.copysign(math.inf, difference)
@@ -397,7 +401,11 @@ def summarise(
     """Summary rows of ``angles`` against the teacher's ``reference``: all samples, then one
     row per class present (in label order) when ``per_class``."""
     labels = angles.labels
-    cosines = F.cosine_similarity(angles.maps.q.flatten(1), reference.maps.q.flatten(1), dim=1)
+    q, q_reference = angles.maps.q.flatten(1), reference.maps.q.flatten(1)
+    # The default eps (1e-8) would bend the cosine of maps with a norm below 1e-8 (stage
+    # features of about 1e-7); two all-zero maps are identical: cosine 1, as in agreement.
+    cosines = F.cosine_similarity(q, q_reference, dim=1, eps=torch.finfo(q.dtype).tiny)
+    cosines = torch.where(q.any(dim=1) | q_reference.any(dim=1), cosines, 1.0)
     rows = [_summary(reference, angles, np.arange(len(labels)), ALL_CLASSES, cosines)]
     if per_class:
         for label in torch.unique(labels).tolist():
