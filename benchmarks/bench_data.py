@@ -23,23 +23,13 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.timing import median_seconds
 from kd_core.data import create_dataset
 from kd_core.data.cache import CACHE_ENV
 from kd_core.data.shapes import SPLIT_SIZES, load_shapes
 from kd_core.data.shapes_render import render_shapes
 
 TOTAL = sum(SPLIT_SIZES.values())
-
-
-def median_seconds(step: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_shapes_generation(repeats: int) -> None:
