@@ -46,7 +46,6 @@ import io
 import json
 import math
 import os
-import pickletools
 import re
 import stat
 import struct
@@ -62,6 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from kd_core import models
+from kd_core.pickle_scan import pickle_globals
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
@@ -249,21 +249,6 @@ def _safetensors_header_length(src: _Source) -> int | None:
     return length if 2 <= length <= _SAFETENSORS_MAX_HEADER else None
 
 
-def _pickle_globals(data: bytes) -> list[str]:
-    """The ``module.name`` globals a pickle would import, read without unpickling it."""
-    found: list[str] = []
-    strings: list[str] = []
-    with contextlib.suppress(Exception):
-        for opcode, arg, _pos in pickletools.genops(data):
-            if opcode.name == "GLOBAL" and isinstance(arg, str):
-                found.append(arg.replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(arg, str):
-                strings.append(arg)
-    return list(dict.fromkeys(found))
-
-
 def _not_allowed_message(name: str, objects: list[str]) -> str:
     what = f" ({', '.join(objects[:3])})" if objects else ""
     return (
@@ -300,7 +285,8 @@ def _torch_load_problem(src: _Source, exc: Exception) -> str:
                 f"{src.name} is truncated or corrupted (the ZIP archive torch.save writes is "
                 "incomplete); copy or download the file again."
             )
-        if any(hint in text for hint in ("data.pkl", "subdirectory", "file not found")):
+        hints = ("data.pkl", "subdirectory", "file not found", 'hasRecord("version")')
+        if any(hint in text for hint in hints):
             return (
                 f"{src.name} is a ZIP archive but not a PyTorch checkpoint (torch.save's archives "
                 "hold a data.pkl in one folder); pass the .pth file itself."
@@ -825,7 +811,7 @@ def _read_found(src: _Source) -> _Found:
         found = _safetensors_found(tensors, header, src.name)
     elif src.head[:1] == b"\x80":
         data = src.read_all()
-        objects = _pickle_globals(data)
+        objects = pickle_globals(data)
         if objects:
             raise CheckpointError(_not_allowed_message(src.name, objects))
         raise CheckpointError(

@@ -26,6 +26,7 @@ from kd_core.data.transforms import (
     CIFAR100_STD,
     cifar_transform,
 )
+from kd_core.pickle_scan import pickle_globals
 
 if TYPE_CHECKING:
     from torchvision.datasets import CIFAR10, CIFAR100
@@ -131,6 +132,32 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# What batch files import when unpickled: numpy's array reconstruction, and (protocol 2 from
+# Python 3) the bytes codec; nothing that can run code.
+CIFAR_PICKLE_GLOBALS = frozenset(
+    {"_codecs.encode"}
+    | {
+        f"numpy{core}.{name}"
+        for core in ("", ".core.multiarray", "._core.multiarray", ".core.numeric", "._core.numeric")
+        for name in ("_reconstruct", "ndarray", "dtype", "_frombuffer")
+    }
+)
+
+
+def _refuse_code(folder: Path, batches: list, meta: dict) -> None:
+    """Scan the files torchvision is about to unpickle: a file that would import anything but
+    numpy's array reconstruction could run code when read, so it is refused unread."""
+    for name in [name for name, _ in batches] + [meta["filename"]]:
+        path = folder / name
+        imports = [g for g in pickle_globals(path.read_bytes()) if g not in CIFAR_PICKLE_GLOBALS]
+        if imports:
+            raise ValueError(
+                f"{path} is not a genuine CIFAR batch: reading it would import "
+                f"{', '.join(imports[:3])}, which could run code, so it was not read. Replace "
+                "the folder with the files extracted from the official archive."
+            )
+
+
 def _expected_files(cls) -> list[str]:
     return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
@@ -159,6 +186,8 @@ def _load(
             f"{cls.base_folder}, or pass download=True (an explicit opt-in) to fetch them when "
             "online."
         )
+    if not missing:
+        _refuse_code(folder, cls.train_list if split == "train" else cls.test_list, cls.meta)
     transform = cifar_transform(info.mean, info.std, augment)
     try:
         dataset = cls(str(root), train=split == "train", transform=transform, download=download)

@@ -131,3 +131,25 @@ def test_download_failure_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
     with pytest.raises(ValueError, match=r"Could not download CIFAR-100 .*network is unreachable"):
         create_dataset("cifar100", root=tmp_path, download=True)
+
+
+class _RunsCode:
+    """Unpickling this would create ``path``: a stand-in for any code in a data file."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_batch_file_that_would_run_code_is_refused_unread(tmp_path, protocol):
+    fake_cifar10(tmp_path)
+    sentinel = tmp_path / "ran"
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(pickle.dumps({"data": _RunsCode(sentinel)}, protocol=protocol))
+    with pytest.raises(ValueError, match="not a genuine CIFAR batch: reading it would import"):
+        create_dataset("cifar10", split="test", root=tmp_path)
+    assert not sentinel.exists()
+    assert len(create_dataset("cifar10", split="train", root=tmp_path)) > 0  # other split fine
