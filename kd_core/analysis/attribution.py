@@ -330,7 +330,7 @@ def _activation(model: nn.Module, images: Tensor, targets: Tensor, options: _Opt
     with torch.no_grad():
         feature = extract_features(model, images).stages[options.stage]
     _check_stage_output(options.stage, feature)
-    return attention_map(feature)
+    return attention_map(feature.double())  # squares of float32 activations over 1e19 overflow
 
 
 def _gradcam(model: nn.Module, images: Tensor, targets: Tensor, options: _Options) -> Tensor:
@@ -436,6 +436,11 @@ def attribution_maps(
         targets = _targets(target, _logits(model, images))
         with torch.enable_grad():
             raw = _RAW_MAPS[method](model, images, targets, options).detach()
+    if not bool(torch.isfinite(raw).all()):
+        raise AnalysisError(
+            f"The {METHODS[method].label} maps are not finite: the model's outputs on these "
+            "images overflow or are NaN; check the images' values and the checkpoint."
+        )
     if raw.shape[-2:] != size:
         raw = LayerAttribution.interpolate(raw.unsqueeze(1), size, "bilinear").squeeze(1)
     return normalize_maps(raw.float().clamp_min(0.0).cpu())

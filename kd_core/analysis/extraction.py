@@ -167,9 +167,21 @@ def dataset_num_classes(dataset: object) -> int | None:
     return count if isinstance(count, int) else (len(dataset_class_names(dataset)) or None)
 
 
+def _item(dataset: Any, index: int) -> tuple[Tensor, int]:
+    """``dataset[index]``; an unreadable file (an image folder's corrupt image) becomes an
+    :class:`AnalysisError` that names it."""
+    try:
+        return dataset[index]
+    except (ValueError, OSError) as error:
+        raise AnalysisError(
+            f"Sample {index} of the dataset cannot be read: {error} Remove or replace that "
+            "file, or choose another dataset."
+        ) from None
+
+
 def _batches(dataset: Any, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     for start in range(0, len(indices), batch_size):
-        items = [dataset[int(i)] for i in indices[start : start + batch_size]]
+        items = [_item(dataset, int(i)) for i in indices[start : start + batch_size]]
         images = torch.stack([image for image, _ in items])
         labels = torch.as_tensor([int(label) for _, label in items], dtype=torch.int64)
         yield images, labels

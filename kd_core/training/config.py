@@ -93,6 +93,17 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        for name in ("teacher", "data_root", "name"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be text or empty, got {value!r}.")
+        if not isinstance(self.device, str):
+            raise ValueError(
+                f"device must be text (auto, cpu, cuda, cuda:N, mps), got {self.device!r}."
+            )
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be true or false, got {self.channels_last!r}.")
+        _check_loss_params(self.loss_params)
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
@@ -113,6 +124,22 @@ class TrainConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+def _check_loss_params(loss_params: object) -> None:
+    """``loss_params`` must map loss names to mappings of parameters (values are checked when
+    the losses are built)."""
+    if not isinstance(loss_params, Mapping):
+        raise ValueError(
+            f"loss_params must map loss names to their parameters, e.g. "
+            f"{{'amd': {{'margin': 1.35}}}}, got {loss_params!r}."
+        )
+    for name, params in loss_params.items():
+        loss_class(name)  # unknown names raise with the list of accepted ones
+        if not isinstance(params, Mapping):
+            raise ValueError(
+                f"loss_params[{name!r}] must be a mapping of parameters, got {params!r}."
+            )
+
+
 def _reject_unknown_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
@@ -127,7 +154,7 @@ def _optimizer_from(value: Any) -> OptimizerConfig:
         raise ValueError(f"optimizer must be a mapping of optimiser settings, got {value!r}.")
     _reject_unknown_keys(value, OptimizerConfig, "optimizer")
     values = dict(value)
-    if "milestones" in values:
+    if isinstance(values.get("milestones"), (list, tuple)):
         values["milestones"] = tuple(values["milestones"])
     return OptimizerConfig(**values)
 

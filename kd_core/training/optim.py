@@ -43,6 +43,19 @@ class OptimizerConfig:
         """``ValueError`` with a sentence for any value that cannot train."""
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}.")
+        for name in ("momentum", "weight_decay", "gamma", "warmup_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}.")
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(f"nesterov must be true or false, got {self.nesterov!r}.")
+        milestones = self.milestones
+        if (
+            isinstance(milestones, (str, bytes))
+            or not isinstance(milestones, Sequence)
+            or any(isinstance(m, bool) or not isinstance(m, (int, float)) for m in milestones)
+        ):
+            raise ValueError(f"milestones must be a list of epochs, got {milestones!r}.")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}.")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

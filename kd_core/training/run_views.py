@@ -139,13 +139,15 @@ def build_config(form: DistillForm, preset_name: str = DEFAULT_PRESET) -> TrainC
     weights = {name: float(w) for name, w in form.weights.items() if w != 0}
     if not weights:
         raise AnalysisError("Every objective weight is 0: give ce (or another term) a weight > 0.")
-    if form.teacher is None:
+    try:
         needing = [name for name in weights if loss_class(name).needs_teacher]
-        if needing:
-            raise AnalysisError(
-                f"The terms {', '.join(needing)} distil from a teacher, and no teacher is chosen: "
-                "choose a teacher or set their weights to 0."
-            )
+    except ValueError as error:  # an unknown loss name
+        raise AnalysisError(str(error)) from None
+    if form.teacher is None and needing:
+        raise AnalysisError(
+            f"The terms {', '.join(needing)} distil from a teacher, and no teacher is chosen: "
+            "choose a teacher or set their weights to 0."
+        )
     try:
         base = preset(preset_name)
     except ValueError as error:
