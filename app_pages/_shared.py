@@ -58,8 +58,7 @@ PAGES = (
         "angular.py",
         "Angular distributions",
         ":material/explore:",
-        "Does a student separate the positions its teacher attends as sharply, at the same "
-        "angles?",
+        "Does a student separate the positions its teacher attends as sharply, at the same angles?",
     ),
     PageSpec(
         "attention.py",
