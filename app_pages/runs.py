@@ -115,17 +115,19 @@ else:
     st.caption("Choose one or more runs to compare them.")
 
 st.header("One run")
+# The options are the bare run ids: a label that changed with the run's state would leave the
+# browser showing the old label, then, at the next rerun, reset the choice to the newest run.
 run_id = st.selectbox(
     "Run",
     list(by_id),
-    format_func=lambda key: f"{key} ({by_id[key].state})",
     key="runs_selected",
     help="The run to look at in detail.",
 )
 info = by_id[run_id]
 files = RunFiles(info.path)
 st.caption(
-    f"{info.config.get('student', '?')} · {objective_name(info.config)} · {project_path(info.path)}"
+    f"State: {info.state} · {info.config.get('student', '?')} · {objective_name(info.config)} · "
+    f"{project_path(info.path)}"
 )
 if info.state == "failed":
     st.error(f"The run failed: {info.status.get('error') or 'see the log below.'}")

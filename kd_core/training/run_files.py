@@ -63,11 +63,26 @@ class RunFiles:
         return status
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
-        """Append one JSON line and flush it to disk (a crash keeps every line written)."""
-        with self.metrics.open("a") as file:
-            file.write(json.dumps(record, sort_keys=True) + "\n")
+        """Append one JSON line and flush it to disk (a crash keeps every line written). A torn
+        last line (a write cut short by a full disk or a power loss) is ended first, so that the
+        new record starts a line of its own instead of being lost with the fragment."""
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        with self.metrics.open("ab+") as file:
+            if file.seek(0, os.SEEK_END) > 0:
+                file.seek(-1, os.SEEK_END)
+                if file.read(1) != b"\n":
+                    line = b"\n" + line
+            file.write(line)
             file.flush()
             os.fsync(file.fileno())
+
+    def remove_partial_checkpoints(self) -> None:
+        """Delete the temporary files (``.last.pt.*.tmp``, ``.best.pt.*.tmp``) of checkpoint
+        saves that a kill cut short. Only the run's own process saves its checkpoints, so when
+        it starts none of them is being written."""
+        for name in (self.last.name, self.best.name):
+            for partial in self.dir.glob(f".{name}.*.tmp"):
+                partial.unlink(missing_ok=True)
 
     def read_metrics(self) -> Iterator[dict[str, Any]]:
         """The metric records written so far (a torn last line, from a crash, is skipped)."""

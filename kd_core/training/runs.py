@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ from kd_core.models import list_models
 from kd_core.training.config import TrainConfig
 from kd_core.training.run_files import FINAL_STATES, RunFiles
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""A run id, matched whole (``fullmatch``: ``$`` would also accept a trailing newline)."""
 SLOTS_DIR = ".slots"
 
 
@@ -77,7 +79,8 @@ def new_run_id(root: Path, config: TrainConfig, name: str | None = None) -> str:
 
 
 def process_alive(pid: int | None, run_dir: Path) -> bool:
-    """Whether ``pid`` is a live process of this run (not a reused pid of another program)."""
+    """Whether ``pid`` is a live process of this run (not a reused pid of another program, nor
+    the process of a run whose folder name merely contains this one's: ``...-demo-2``)."""
     if not pid:
         return False
     try:
@@ -89,9 +92,10 @@ def process_alive(pid: int | None, run_dir: Path) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:
-            return str(run_dir.name).encode() in cmdline.read_bytes()
+            arguments = cmdline.read_bytes().split(b"\0")
         except OSError:
             return False
+        return any(Path(os.fsdecode(arg)).name == run_dir.name for arg in arguments if arg)
     return True
 
 
@@ -109,7 +113,7 @@ class RunManager:
     def run_dir(self, run_id: str) -> Path:
         """The folder of ``run_id``; a ``ValueError`` for any id that is not a plain name
         (no separators, no ``..``): nothing outside ``root`` is ever touched."""
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or ".." in run_id:
             raise ValueError(
                 f"{run_id!r} is not a run id; run ids are letters, digits, '-', '_' and '.'."
             )
@@ -157,6 +161,8 @@ class RunManager:
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, cwd=project,
             )  # fmt: skip
+        # Reap the worker when it exits, so no zombie lingers while the server lives on.
+        threading.Thread(target=process.wait, name=f"reap-{files.dir.name}", daemon=True).start()
         files.update_status(state="queued", pid=process.pid)
 
     def read(self, run_id: str) -> RunInfo:
@@ -187,7 +193,7 @@ class RunManager:
         runs = [
             self.read(p.name)
             for p in self.root.iterdir()
-            if p.is_dir() and RUN_ID.match(p.name) and (p / "status.json").exists()
+            if p.is_dir() and RUN_ID.fullmatch(p.name) and (p / "status.json").exists()
         ]
         return sorted(runs, key=lambda r: r.status.get("created_at", 0), reverse=True)
 

@@ -1,8 +1,8 @@
 """The training loop: one function, :func:`train`, from a :class:`TrainConfig` to a run folder.
 
 Per step: the distiller returns logits and named losses, the loop sums them, steps SGD and
-sets the scheduled rate. Per epoch: evaluation (top-1, top-5, loss), a metrics line, the
-``last`` checkpoint and, when top-1 improves, ``best``. Everything random is seeded from
+sets the scheduled rate. Per epoch: evaluation (top-1, top-5, loss), ``best`` when top-1
+improves, a metrics line, then the ``last`` checkpoint. Everything random is seeded from
 ``(seed, epoch)``, so resuming from ``last`` at an epoch boundary repeats the same run.
 Under ``torchrun`` (``WORLD_SIZE > 1``) the student is wrapped in DistributedDataParallel, the
 data are sharded, metrics are summed across processes and only rank 0 writes.
@@ -15,6 +15,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +41,11 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 class RunCancelled(Exception):
     """Raised inside :func:`train` when a cancel was requested; the run stops after the step."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, lost permission); the message says which
+    file and what to do. The previous file of that name is intact: saves are atomic."""
 
 
 @dataclass
@@ -251,6 +257,7 @@ def train(
     main = int(os.environ.get("RANK", "0")) == 0
     if files is not None and main:
         files.dir.mkdir(parents=True, exist_ok=True)
+        files.remove_partial_checkpoints()  # left by a killed process
         if not resume:  # a fresh run: nothing of an earlier run in this folder is kept
             for stale in (files.metrics, files.last, files.best, files.cancel_flag):
                 stale.unlink(missing_ok=True)
@@ -282,7 +289,7 @@ def train(
 
 def error_message(error: BaseException) -> str:
     """A one-line message for a user: the sentence of our own errors, the type otherwise."""
-    if isinstance(error, ValueError):
+    if isinstance(error, (ValueError, CheckpointWriteError)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -446,6 +453,20 @@ def _fit(
             "progress": (epoch + 1) / config.epochs,
         }
         history.append(record)
+        # `best`, the metrics line, then `last`: a resume repeats every epoch after `last`
+        # (identically: it is seeded), rewriting the other two, so a kill between these writes
+        # loses no metrics line and never leaves `best` older than the best epoch.
+        metadata = {
+            "epoch": epoch + 1,
+            "top1": last_top1,
+            "best_top1": best_top1,
+            "dataset": config.dataset,
+            "objective": config.objective,
+            "seed": config.seed,
+        }
+        if writes and improved:
+            _save(files.best, distiller.student, config, num_classes, metadata)
+        emit(record)
         if writes:
             state = {
                 "student": distiller.student.state_dict(),
@@ -456,27 +477,7 @@ def _fit(
                 "best_top1": best_top1,
                 "step": step,
             }
-            metadata = {
-                "epoch": epoch + 1,
-                "top1": last_top1,
-                "best_top1": best_top1,
-                "dataset": config.dataset,
-                "objective": config.objective,
-                "seed": config.seed,
-            }
-            save_checkpoint(
-                files.last,
-                distiller.student,
-                config.student,
-                num_classes,
-                metadata=metadata,
-                training_state=state,
-            )
-            if improved:
-                save_checkpoint(
-                    files.best, distiller.student, config.student, num_classes, metadata=metadata
-                )
-        emit(record)  # after the checkpoints: a metrics line never runs ahead of `last`
+            _save(files.last, distiller.student, config, num_classes, metadata, state)
     result = TrainResult(
         epochs_done=len(history) + start_epoch,
         best_top1=best_top1,
@@ -485,6 +486,29 @@ def _fit(
         history=history,
     )
     return result
+
+
+def _save(
+    path: Path,
+    model: nn.Module,
+    config: TrainConfig,
+    num_classes: int,
+    metadata: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+) -> None:
+    """:func:`save_checkpoint`, with a failed write (full disk, lost permission) turned into a
+    :class:`CheckpointWriteError` that names the file and what to do."""
+    try:
+        save_checkpoint(
+            path, model, config.student, num_classes, metadata=metadata,
+            training_state=training_state,
+        )  # fmt: skip
+    except OSError as error:
+        raise CheckpointWriteError(
+            f"Saving the checkpoint {path.name} failed ({error.strerror or error}); the previous "
+            f"{path.name}, if any, is kept. Free disk space in {path.parent} (or fix its "
+            "permissions), then resume the run."
+        ) from error
 
 
 class _TrainStep(nn.Module):

@@ -168,14 +168,15 @@ class AppPage:
         self.assert_healthy()
 
     def wait_for_figures(self, minimum: int = 0) -> int:
-        """Wait until at least ``minimum`` plotly charts are on the page and every chart has
-        drawn; returns how many there are."""
+        """Wait until at least ``minimum`` plotly charts are on the page and every visible one
+        has drawn; returns how many are visible."""
         self.page.wait_for_function(
             "n => document.querySelectorAll('[data-testid=\"stPlotlyChart\"]').length >= n",
             arg=minimum,
             timeout=RENDER_TIMEOUT_MS,
         )
-        charts = self.page.locator('[data-testid="stPlotlyChart"]')
+        # Charts in tabs that are not shown are never drawn: only the visible ones count.
+        charts = self.page.locator('[data-testid="stPlotlyChart"]').filter(visible=True)
         count = charts.count()
         for index in range(count):
             charts.nth(index).locator(".js-plotly-plot .main-svg").first.wait_for(
