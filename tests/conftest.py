@@ -20,3 +20,23 @@ def _one_intra_op_thread():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for the whole session (never ``playwright install``), shared
+    by every test that drives a real browser: a second sync Playwright in the same session
+    fails."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.harness import launch_chromium
+
+    with sync_playwright() as playwright:
+        try:
+            chromium = launch_chromium(playwright)
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc))
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -4,7 +4,7 @@
 Fixtures:
     streamlit_server: base URL of a server started once per session (always terminated), with
         its runs and uploads in a temporary folder.
-    browser: one headless Chromium per session (Playwright, ``/usr/bin/chromium``).
+    browser: (in ``tests/conftest.py``) one headless Chromium per session.
     app_page: a fresh :class:`AppPage` per test; ``app_page.goto("/", expect_text=...)`` loads a
         page, waits until Streamlit has finished rendering and checks it shows no exception.
     screenshot_dir: where page screenshots go: ``$KD_CORE_SCREENSHOTS`` (``make screenshots``
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import AppPage, ServerError, launch_chromium, streamlit_server
+from tests.browser.harness import AppPage, ServerError, streamlit_server
 
 __all__ = ["AppPage"]
 
@@ -43,22 +43,6 @@ def streamlit_server_url(server_folders: Path) -> Iterator[str]:
             yield server.base_url
     except ServerError as exc:
         pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Debian Chromium for the session (never ``playwright install``)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        try:
-            chromium = launch_chromium(playwright)
-        except FileNotFoundError as exc:
-            pytest.fail(str(exc))
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from kd_core.checkpoints import load_checkpoint
 from kd_core.training.run_files import FINAL_STATES, RunFiles
 from kd_core.training.runs import RunManager, process_alive
 from kd_core.training.trainer import train
-from tests.browser.harness import AppPage, launch_chromium, streamlit_server
+from tests.browser.harness import AppPage, streamlit_server
 from tests.reliability.faults import (
     RUN_TIMEOUT_S,
     KillReport,
@@ -228,65 +228,60 @@ def _parent_pid(pid: int) -> int:
 
 
 @pytest.mark.browser
-def test_a_run_launched_from_the_app_outlives_a_server_restart(tmp_path):
+def test_a_run_launched_from_the_app_outlives_a_server_restart(tmp_path, browser):
     """Launch a run on the Distill page, stop the server, start a new one on the same runs
     folder: the run trains on to the end, and the new server's Runs page follows it (chosen
     among other runs, its state updated on Refresh, the choice kept)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     env = {"KD_CORE_RUNS": str(tmp_path / "runs"), "KD_CORE_UPLOADS": str(tmp_path / "uploads")}
     manager = RunManager(tmp_path / "runs")
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            with streamlit_server(env) as first:
-                app = AppPage.open(browser, first.base_url)
-                app.goto("/distill", expect_text="Distill a student")
-                for label, value in (("Epochs", 8), ("Limit training images", 256),
-                                     ("Limit test images", 64)):  # fmt: skip
-                    _set_number(app, label, value)
-                app.page.get_by_role("button", name="Launch run").click()
-                [run] = wait_until(manager.list, 30, "the app to create the run folder")
-                info = wait_until(
-                    lambda: (i := manager.read(run.run_id)).state == "running" and i,
-                    RUN_TIMEOUT_S, "the run to start training",
-                )  # fmt: skip
-                worker = info.status["pid"]
-                # The server started the run, in a session of its own: Ctrl-C in the server's
-                # terminal (its process group) or closing that terminal (its session) misses it.
-                assert _parent_pid(worker) == first.process.pid
-                assert os.getsid(worker) != os.getsid(first.process.pid)
-                assert os.getpgid(worker) != os.getpgid(first.process.pid)
-                app.close()
-            # The first server is gone (terminated); the run trains on.
-            assert first.process.poll() is not None
-            assert process_alive(worker, info.path)
-            assert manager.read(run.run_id).state == "running"
-            newer = _finished_run_folder(manager.root, "29990101-000000-newer")
-            with streamlit_server(env) as second:
-                app = AppPage.open(browser, second.base_url)
-                app.goto("/runs", expect_text="Runs")
-                chosen = app.page.get_by_role("combobox", name="Run", exact=True)
-                expect(chosen).to_have_value(newer)  # the newest run first
-                chosen.click()  # choose the run by typing its id (the box filters its options)
-                chosen.fill(run.run_id)
-                chosen.press("Enter")
-                app.wait_idle()
-                expect(chosen).to_have_value(run.run_id)
-                state = app.page.get_by_text(re.compile(r"^State: \w+ · resnet8"))
-                state_seen = state.inner_text().split(" · ")[0]
-                wait_until(
-                    lambda: manager.read(run.run_id).state in FINAL_STATES,
-                    RUN_TIMEOUT_S, "the run to end", poll_s=0.5,
-                )  # fmt: skip
-                for _ in range(2):  # the second rerun would reset a stale choice
-                    app.page.get_by_role("button", name="Refresh").click()
-                    app.wait_idle()
-                    expect(chosen).to_have_value(run.run_id)
-                    expect(state).to_contain_text("State: finished")
-                app.close()
-        finally:
-            browser.close()
+    with streamlit_server(env) as first:
+        app = AppPage.open(browser, first.base_url)
+        app.goto("/distill", expect_text="Distill a student")
+        for label, value in (("Epochs", 8), ("Limit training images", 256),
+                             ("Limit test images", 64)):  # fmt: skip
+            _set_number(app, label, value)
+        app.page.get_by_role("button", name="Launch run").click()
+        [run] = wait_until(manager.list, 30, "the app to create the run folder")
+        info = wait_until(
+            lambda: (i := manager.read(run.run_id)).state == "running" and i,
+            RUN_TIMEOUT_S, "the run to start training",
+        )  # fmt: skip
+        worker = info.status["pid"]
+        # The server started the run, in a session of its own: Ctrl-C in the server's
+        # terminal (its process group) or closing that terminal (its session) misses it.
+        assert _parent_pid(worker) == first.process.pid
+        assert os.getsid(worker) != os.getsid(first.process.pid)
+        assert os.getpgid(worker) != os.getpgid(first.process.pid)
+        app.close()
+    # The first server is gone (terminated); the run trains on.
+    assert first.process.poll() is not None
+    assert process_alive(worker, info.path)
+    assert manager.read(run.run_id).state == "running"
+    newer = _finished_run_folder(manager.root, "29990101-000000-newer")
+    with streamlit_server(env) as second:
+        app = AppPage.open(browser, second.base_url)
+        app.goto("/runs", expect_text="Runs")
+        chosen = app.page.get_by_role("combobox", name="Run", exact=True)
+        expect(chosen).to_have_value(newer)  # the newest run first
+        chosen.click()  # choose the run by typing its id (the box filters its options)
+        chosen.fill(run.run_id)
+        chosen.press("Enter")
+        app.wait_idle()
+        expect(chosen).to_have_value(run.run_id)
+        state = app.page.get_by_text(re.compile(r"^State: \w+ · resnet8"))
+        state_seen = state.inner_text().split(" · ")[0]
+        wait_until(
+            lambda: manager.read(run.run_id).state in FINAL_STATES,
+            RUN_TIMEOUT_S, "the run to end", poll_s=0.5,
+        )  # fmt: skip
+        for _ in range(2):  # the second rerun would reset a stale choice
+            app.page.get_by_role("button", name="Refresh").click()
+            app.wait_idle()
+            expect(chosen).to_have_value(run.run_id)
+            expect(state).to_contain_text("State: finished")
+        app.close()
     print(f"\nthe new server's Runs page first showed the run as: {state_seen!r}")
     assert state_seen in ("State: running", "State: finished"), state_seen
     files = RunFiles(info.path)
