@@ -91,7 +91,7 @@ def main() -> None:
     ratio = statistics.median(times["sklearn", 2]) / statistics.median(times["opentsne", 2])
     print(
         f"sklearn / openTSNE time (2 threads): {ratio:.2f}x; default: {DEFAULT_TSNE_BACKEND}, "
-        f"{DEFAULT_TSNE_THREADS} thread(s)"
+        f"{DEFAULT_TSNE_THREADS or 'the idle cores'} thread(s)"
     )
 
 

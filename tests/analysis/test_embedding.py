@@ -252,3 +252,14 @@ def test_umap_is_called_when_installed(monkeypatch):
     assert result.parameters["n_neighbors"] == 10
     with pytest.raises(AnalysisError, match=r"more samples than n_neighbors \(15\), got 12"):
         embed(x[:12], method="umap")
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "expected"), [(2, 0.1, 2), (2, 1.2, 2), (2, 2.3, 1), (2, 9.0, 1), (8, 3.4, 6)]
+)
+def test_idle_cores_follow_the_load(monkeypatch, cores, load, expected):
+    from kd_core.analysis import embedding
+
+    monkeypatch.setattr(embedding.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(embedding.os, "getloadavg", lambda: (load, load, load))
+    assert embedding.idle_cores() == expected
