@@ -41,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
 import io
 import json
@@ -275,8 +276,13 @@ def _read_torch(src: _Source) -> object:
 def _torch_load_problem(src: _Source, exc: Exception) -> str:
     text = str(exc)
     if "weights only load failed" in text.lower():
-        # A cut-off file can end inside a global's name: only whole dotted names count.
-        objects = [n for n in re.findall(r"GLOBAL ([\w.]+)", text) if _DOTTED.fullmatch(n)]
+        # A cut-off file can end inside a global's name: only whole dotted names count, and
+        # the builtins torch names bare ("GLOBAL exec was not an allowed global").
+        objects = [
+            n
+            for n in re.findall(r"GLOBAL ([\w.]+)", text)
+            if _DOTTED.fullmatch(n) or hasattr(builtins, n)
+        ]
         if objects:
             return _not_allowed_message(src.name, list(dict.fromkeys(objects)))
     if src.head.startswith(_ZIP_MAGIC):

@@ -704,3 +704,15 @@ def test_torchvision_models_are_summarised_at_224(tmp_path):
     summary = summarize(loaded)
     assert summary["input_shape"] == [1, 3, 224, 224]
     assert summary["logits_shape"] == [1, 1000]
+
+
+class _ExecPayload:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('ran')",))
+
+
+def test_a_torch_file_calling_a_builtin_is_named_as_refused_not_corrupt():
+    buffer = io.BytesIO()
+    torch.save({"weights": _ExecPayload()}, buffer)
+    with pytest.raises(CheckpointError, match=r"not allowed when loading weights only \(exec\)"):
+        load_checkpoint(buffer.getvalue(), name="payload.pt")
