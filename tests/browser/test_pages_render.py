@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from app_pages._shared import PAGES
 from kd_core.figures.margin import boundary_angle
+from tests.browser.harness import AppPage
 
 pytestmark = pytest.mark.browser
 
@@ -71,3 +72,23 @@ def test_every_page_renders(app_page, screenshot_dir, spec):
     assert app_page.wait_for_figures(minimum) >= minimum
     app_page.assert_healthy()
     app_page.screenshot(screenshot_dir / f"{spec.url_path}.png")
+
+
+@pytest.mark.parametrize("url_path", ["angular", "attention"])
+def test_pages_fit_a_laptop_screen(browser, streamlit_server_url, url_path):
+    """At 1280 x 800 (a laptop, sidebar open) nothing makes the page scroll sideways."""
+    app = AppPage.open(browser, streamlit_server_url, width=1280, height=800)
+    try:
+        spec = next(spec for spec in PAGES if spec.url_path == url_path)
+        app.goto(f"/{url_path}", expect_text=spec.title)
+        app.wait_for_figures(1)
+        overflow = app.page.evaluate(
+            """() => {
+                const main = document.querySelector('[data-testid="stMain"]');
+                return [document.documentElement.scrollWidth - window.innerWidth,
+                        main.scrollWidth - main.clientWidth];
+            }"""
+        )
+        assert overflow == [0, 0], overflow
+    finally:
+        app.close()
