@@ -614,7 +614,7 @@ def test_export_safetensors_round_trip_needs_no_inference(monkeypatch, tmp_path)
         raise AssertionError("the architecture should come from the metadata")
 
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoints, "_infer_arch", no_inference)
+        patch.setattr(checkpoints.architecture, "_infer_arch", no_inference)
         again = load_checkpoint(path)
     assert (again.arch, again.num_classes, again.source_format) == ("resnet20", 100, "safetensors")
     assert again.metadata == {"epoch": 240, "best_acc": 71.5, "note": "x"}
