@@ -23,7 +23,7 @@ from torch import nn
 
 import kd_core
 from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.extraction import feature_set_for
+from kd_core.analysis.feature_cache import feature_set_for
 from kd_core.analysis.feature_set import FeatureSet
 from kd_core.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from kd_core.data import create_dataset, dataset_info, list_datasets

@@ -26,7 +26,25 @@ from kd_core.analysis.angular import (
     stage_angles,
     summarise,
 )
-from kd_core.analysis.angular_view import (
+from kd_core.analysis.errors import AnalysisError
+from kd_core.analysis.feature_set import FeatureSet
+from kd_core.analysis.hypersphere import (
+    HypersphereSummary,
+    class_angles,
+    hypersphere_summary,
+    sphere_projection,
+)
+from kd_core.data import denormalize
+from kd_core.figures.angular import (
+    angular_maps_figure,
+    class_angles_figure,
+    hypersphere_figure,
+    separation_figure,
+    theta_histogram_figure,
+)
+from kd_core.figures.margin import boundary_angle
+from kd_core.losses.amd import DEFAULT_MARGIN, DEFAULT_SCALE
+from kd_core.views.angular import (
     COLOUR_BY,
     HYPERSPHERE_COLUMNS,
     SPLIT_LABELS,
@@ -40,25 +58,7 @@ from kd_core.analysis.angular_view import (
     stage_choices,
     summary_records,
 )
-from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.feature_set import FeatureSet
-from kd_core.analysis.hypersphere import (
-    HypersphereSummary,
-    class_angles,
-    hypersphere_summary,
-    sphere_projection,
-)
-from kd_core.analysis.image_browser import distinct_names, thumbnails
-from kd_core.data import denormalize
-from kd_core.figures.angular import (
-    angular_maps_figure,
-    class_angles_figure,
-    hypersphere_figure,
-    separation_figure,
-    theta_histogram_figure,
-)
-from kd_core.figures.margin import boundary_angle
-from kd_core.losses.amd import DEFAULT_MARGIN, DEFAULT_SCALE
+from kd_core.views.image_browser import distinct_names, thumbnails
 
 SCALES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
 IMAGE_SIDE = 128

@@ -13,7 +13,9 @@ from app_pages._shared import feature_sets, require_dataset, require_models, usi
 from kd_core.analysis.attribution import METHODS, attribution_maps, forward_passes
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.feature_set import FeatureSet
-from kd_core.analysis.image_browser import (
+from kd_core.data import ImageError, dataset_info, denormalize, prepare_image
+from kd_core.figures.attention import attention_overlay_figure, stage_overlay_figure
+from kd_core.views.image_browser import (
     TARGET_MODES,
     THUMBNAIL_SIDE,
     StageRow,
@@ -28,8 +30,6 @@ from kd_core.analysis.image_browser import (
     target_classes,
     thumbnails,
 )
-from kd_core.data import ImageError, dataset_info, denormalize, prepare_image
-from kd_core.figures.attention import attention_overlay_figure, stage_overlay_figure
 
 PER_PAGE = 24
 COSTLY = ("integrated_gradients", "occlusion")

@@ -14,20 +14,17 @@ from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_MARGIN, DEFAULT_SCA
 from kd_core.models import list_models
 from kd_core.training.config import PRESETS
 from kd_core.training.run_files import FINAL_STATES, RunFiles
-from kd_core.training.run_views import (
+from kd_core.views.distill import (
     CPU_IMAGES_PER_SECOND,
     DEFAULT_PRESET,
     DISTILL_WEIGHTS,
     DistillForm,
     build_config,
     estimate_cpu_seconds,
-    format_duration,
-    objective_name,
     preset_form,
-    queue_position,
-    run_progress,
     split_size,
 )
+from kd_core.views.runs import format_duration, objective_name, queue_position, run_progress
 from kd_core.workspace import list_checkpoints
 
 POLL_SECONDS = 2.0

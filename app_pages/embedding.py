@@ -26,13 +26,20 @@ from app_pages._shared import (
     require_models,
     workspace,
 )
-from kd_core.analysis.angular_view import content_key
 from kd_core.analysis.embedding import (
     DEFAULT_PERPLEXITY,
     Embedding,
     available_methods,
 )
-from kd_core.analysis.embedding_view import (
+from kd_core.analysis.errors import AnalysisError
+from kd_core.analysis.feature_set import FeatureSet
+from kd_core.analysis.similarity import CKAMatrix
+from kd_core.data import denormalize
+from kd_core.figures.attention import attention_overlay_figure
+from kd_core.figures.embedding import METHOD_NAMES, embedding_figure
+from kd_core.figures.similarity import cka_heatmap_figure
+from kd_core.views.angular import content_key
+from kd_core.views.embedding import (
     LAYOUTS,
     cka_matrices,
     coordinates_csv,
@@ -45,14 +52,7 @@ from kd_core.analysis.embedding_view import (
     selection_records,
     stages_key,
 )
-from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.feature_set import FeatureSet
-from kd_core.analysis.image_browser import distinct_names, thumbnails
-from kd_core.analysis.similarity import CKAMatrix
-from kd_core.data import denormalize
-from kd_core.figures.attention import attention_overlay_figure
-from kd_core.figures.embedding import METHOD_NAMES, embedding_figure
-from kd_core.figures.similarity import cka_heatmap_figure
+from kd_core.views.image_browser import distinct_names, thumbnails
 
 # (Comments, not docstrings: Streamlit's "magic" would print a bare string on the page.)
 CKA_SAMPLES = 500  # CKA compares N x N Gram matrices of raw stage features: at most this many

@@ -12,7 +12,7 @@ from app_pages._shared import project_path, run_manager
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.training import METRIC_TITLES, compare_runs_figure, training_curves_figure
 from kd_core.training.run_files import FINAL_STATES, RunFiles
-from kd_core.training.run_views import (
+from kd_core.views.runs import (
     comparison_rows,
     epoch_records,
     log_tail,

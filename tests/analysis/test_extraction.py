@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.extraction import (
+from kd_core.analysis.extraction import extract_feature_set, select_indices
+from kd_core.analysis.feature_cache import (
     FeatureCache,
-    extract_feature_set,
     feature_key,
     feature_set_for,
     file_fingerprint,
     model_fingerprint,
-    select_indices,
 )
 from kd_core.analysis.feature_set import FeatureSet, check_same_samples
 from kd_core.checkpoints import load_checkpoint

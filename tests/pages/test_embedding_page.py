@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kd_core.analysis.extraction import feature_set_for
+from kd_core.analysis.feature_cache import feature_set_for
 from kd_core.checkpoints import load_checkpoint
 from kd_core.data import create_dataset
 

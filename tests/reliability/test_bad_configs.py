@@ -1,6 +1,6 @@
 """Bad training configurations: every field of ``TrainConfig`` invalid in turn, the Distill
-form (``run_views.build_config``) and the command line. Each is refused with one sentence
-that names the field, before any run folder or process exists."""
+form (``kd_core.views.distill.build_config``) and the command line. Each is refused with one
+sentence that names the field, before any run folder or process exists."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 from kd_core.analysis.errors import AnalysisError
 from kd_core.cli import main
 from kd_core.training.config import TrainConfig
-from kd_core.training.run_views import DistillForm, build_config
 from kd_core.training.runs import check_config_for_launch
+from kd_core.views.distill import DistillForm, build_config
 from tests.reliability.corpus import assert_sentence
 
 NAN, INF = float("nan"), float("inf")

@@ -32,8 +32,8 @@ from kd_core.losses.registry import build_loss
 from kd_core.models import create_model
 from kd_core.training.config import TrainConfig
 from kd_core.training.run_files import RunFiles
-from kd_core.training.run_views import DistillForm, build_config
 from kd_core.training.runs import RunManager, new_run_id
+from kd_core.views.distill import DistillForm, build_config
 from kd_core.workspace import find_entry, list_checkpoints, store_upload
 from tests.reliability.corpus import assert_sentence, state_dict_bytes
 

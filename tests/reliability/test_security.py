@@ -41,7 +41,7 @@ import tomllib
 import torch
 
 from app_pages._shared import PAGES
-from kd_core.analysis.extraction import FeatureCache
+from kd_core.analysis.feature_cache import FeatureCache
 from kd_core.checkpoints import (
     MAX_CHECKPOINT_BYTES,
     CheckpointError,

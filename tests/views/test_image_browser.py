@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.image_browser import (
+from kd_core.views.image_browser import (
     SampleFilter,
     agreement_rows,
     class_labels,

@@ -1,4 +1,4 @@
-"""The page helpers of kd_core.analysis.embedding_view on small hand-made feature sets: feature
+"""The page helpers of kd_core.views.embedding on small hand-made feature sets: feature
 choices and joint-map rules, maps against float64 numpy references (a rotated copy of the
 teacher lands on the teacher), selections mapped back to samples, CSV, CKA and cache keys."""
 
@@ -14,7 +14,11 @@ import pytest
 import torch
 
 from kd_core.analysis.embedding import embed, joint_embedding
-from kd_core.analysis.embedding_view import (
+from kd_core.analysis.errors import AnalysisError
+from kd_core.analysis.feature_set import FeatureSet
+from kd_core.figures.embedding import embedding_figure
+from kd_core.losses.amd import attention_map
+from kd_core.views.embedding import (
     CSV_COLUMNS,
     LAYOUTS,
     cka_matrices,
@@ -29,10 +33,6 @@ from kd_core.analysis.embedding_view import (
     selection_records,
     stages_key,
 )
-from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.feature_set import FeatureSet
-from kd_core.figures.embedding import embedding_figure
-from kd_core.losses.amd import attention_map
 
 CLASSES = ("circle", "square", "star")
 N = 30

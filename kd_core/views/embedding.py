@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kd_core.analysis.angular_view import content_key
 from kd_core.analysis.embedding import (
     DEFAULT_PERPLEXITY,
     Embedding,
@@ -51,8 +50,9 @@ from kd_core.analysis.embedding import (
 )
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.feature_set import FeatureSet, check_same_samples
-from kd_core.analysis.image_browser import StageRow, class_labels, paired_stage_rows
 from kd_core.analysis.similarity import CKAMatrix, cka_matrix
+from kd_core.views.angular import content_key
+from kd_core.views.image_browser import StageRow, class_labels, paired_stage_rows
 
 LAYOUTS = {
     "aligned": "side by side, student aligned to teacher by Procrustes",
@@ -78,7 +78,7 @@ def _require_models(features: Sequence[FeatureSet]) -> None:
     if len(set(names)) < len(names):
         raise AnalysisError(
             f"Two models share a name ({', '.join(names)}): give every model its own name "
-            "(kd_core.analysis.image_browser.distinct_names)."
+            "(kd_core.views.image_browser.distinct_names)."
         )
 
 
@@ -357,7 +357,7 @@ def cka_matrices(features: Sequence[FeatureSet]) -> dict[str, CKAMatrix]:
 
 def stages_key(features: Sequence[FeatureSet]) -> str:
     """A short hex digest (16 characters of sha256) of the sets' content *and* raw stages:
-    :func:`~kd_core.analysis.angular_view.content_key` leaves the stages out, a CKA cache
+    :func:`~kd_core.views.angular.content_key` leaves the stages out, a CKA cache
     needs them. Equal content gives an equal key; changing any value changes it."""
     digest = hashlib.sha256(f"embedding_view/1|{content_key(features)}|".encode())
     for model in features:

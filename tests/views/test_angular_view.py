@@ -1,4 +1,4 @@
-"""The page helpers of kd_core.analysis.angular_view on small hand-made feature sets: cache keys,
+"""The page helpers of kd_core.views.angular on small hand-made feature sets: cache keys,
 split and stage choices, table records against the summaries they come from, sample captions
 and sphere groups."""
 
@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from kd_core.analysis.angular import ALL_CLASSES, AngularSummary, angular_report
-from kd_core.analysis.angular_view import (
+from kd_core.analysis.errors import AnalysisError
+from kd_core.analysis.feature_set import FeatureSet
+from kd_core.analysis.hypersphere import hypersphere_summary
+from kd_core.losses.amd import attention_map
+from kd_core.views.angular import (
     COLOUR_BY,
     HYPERSPHERE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -25,10 +29,6 @@ from kd_core.analysis.angular_view import (
     stage_choices,
     summary_records,
 )
-from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.feature_set import FeatureSet
-from kd_core.analysis.hypersphere import hypersphere_summary
-from kd_core.losses.amd import attention_map
 
 CLASSES = ("circle", "square")
 
