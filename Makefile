@@ -15,12 +15,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): requirements.txt | $(BIN)/python
+# The project itself is installed editable with its extras (the `kd-core` command included).
+$(RUN_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -e '.[app]'
 	touch $@
 
 $(DEV_STAMP): requirements-dev.txt $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -e '.[app,dev]'
 	touch $@
 
 ## run: start the app on http://$(ADDRESS):$(PORT) (override with PORT=... ADDRESS=...)

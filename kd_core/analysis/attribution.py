@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import Tensor, nn
 
 from kd_core.analysis.errors import AnalysisError
@@ -322,6 +321,19 @@ class _Options:
     batch_size: int
 
 
+def _captum_attr():
+    """``captum.attr``, imported when a map is first computed: the library imports without
+    captum (an extra of the app), and a missing install is a sentence, not a traceback."""
+    try:
+        import captum.attr
+    except ImportError:
+        raise AnalysisError(
+            "Attribution maps other than activation need Captum: pip install captum "
+            "(or pip install 'kd-core[app]')."
+        ) from None
+    return captum.attr
+
+
 RawMap = Callable[[nn.Module, Tensor, Tensor, _Options], Tensor]
 """``(model, images, targets, options) -> B x h x w`` non-negative map at any resolution."""
 
@@ -335,7 +347,11 @@ def _activation(model: nn.Module, images: Tensor, targets: Tensor, options: _Opt
 
 def _gradcam(model: nn.Module, images: Tensor, targets: Tensor, options: _Options) -> Tensor:
     layer = dict(model.named_modules())[options.stage]
-    cam = LayerGradCam(model, layer).attribute(images, target=targets, relu_attributions=True)
+    cam = (
+        _captum_attr()
+        .LayerGradCam(model, layer)
+        .attribute(images, target=targets, relu_attributions=True)
+    )
     _check_stage_output(options.stage, cam)
     return cam[:, 0]
 
@@ -343,29 +359,37 @@ def _gradcam(model: nn.Module, images: Tensor, targets: Tensor, options: _Option
 def _integrated_gradients(
     model: nn.Module, images: Tensor, targets: Tensor, options: _Options
 ) -> Tensor:
-    attributions = IntegratedGradients(model).attribute(
-        images,
-        baselines=torch.zeros_like(images),
-        target=targets,
-        n_steps=options.steps,
-        internal_batch_size=max(options.batch_size, len(images)),
+    attributions = (
+        _captum_attr()
+        .IntegratedGradients(model)
+        .attribute(
+            images,
+            baselines=torch.zeros_like(images),
+            target=targets,
+            n_steps=options.steps,
+            internal_batch_size=max(options.batch_size, len(images)),
+        )
     )
     return attributions.sum(dim=1).abs()
 
 
 def _saliency(model: nn.Module, images: Tensor, targets: Tensor, options: _Options) -> Tensor:
-    return Saliency(model).attribute(images, target=targets, abs=True).amax(dim=1)
+    return _captum_attr().Saliency(model).attribute(images, target=targets, abs=True).amax(dim=1)
 
 
 def _occlusion(model: nn.Module, images: Tensor, targets: Tensor, options: _Options) -> Tensor:
     with torch.no_grad():
-        attributions = Occlusion(model).attribute(
-            images,
-            sliding_window_shapes=(3, options.window, options.window),
-            strides=(3, options.stride, options.stride),
-            baselines=0.0,
-            target=targets,
-            perturbations_per_eval=max(1, options.batch_size // len(images)),
+        attributions = (
+            _captum_attr()
+            .Occlusion(model)
+            .attribute(
+                images,
+                sliding_window_shapes=(3, options.window, options.window),
+                strides=(3, options.stride, options.stride),
+                baselines=0.0,
+                target=targets,
+                perturbations_per_eval=max(1, options.batch_size // len(images)),
+            )
         )
     return attributions.mean(dim=1).abs()  # equal over channels: the window spans all three
 
@@ -442,7 +466,11 @@ def attribution_maps(
             "images overflow or are NaN; check the images' values and the checkpoint."
         )
     if raw.shape[-2:] != size:
-        raw = LayerAttribution.interpolate(raw.unsqueeze(1), size, "bilinear").squeeze(1)
+        raw = (
+            _captum_attr()
+            .LayerAttribution.interpolate(raw.unsqueeze(1), size, "bilinear")
+            .squeeze(1)
+        )
     return normalize_maps(raw.float().clamp_min(0.0).cpu())
 
 
