@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.extraction import Progress, extract_feature_set, select_indices
 from kd_core.analysis.feature_set import FeatureSet
 from kd_core.data.cache import CACHE_ENV, cache_dir
+from kd_core.files import atomic_write
 
 CACHE_FORMAT = 1
 """Version of the cached content; part of every key, so a change invalidates old files."""
@@ -178,14 +178,8 @@ class FeatureCache:
         path = self.path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=key, suffix=".tmp")
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    torch.save(_to_payload(features, key), file)
-                os.replace(temporary, path)
-            finally:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
+            payload = _to_payload(features, key)
+            atomic_write(path, lambda file: torch.save(payload, file))
         except OSError as error:
             warnings.warn(
                 f"Could not write the feature cache file {path} ({error}); the features will "

@@ -4,13 +4,11 @@ training state to resume from), :func:`load_training_state` (that state back), a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +21,7 @@ from kd_core.checkpoints.metadata import _jsonable
 from kd_core.checkpoints.readers import _is_torch_file, _read_torch
 from kd_core.checkpoints.registry import _Found
 from kd_core.checkpoints.source import _open_source
+from kd_core.files import atomic_write
 
 
 def _state_dict_for_saving(model: nn.Module) -> dict[str, Tensor]:
@@ -37,28 +36,6 @@ def _check_saveable(
 ) -> tuple[str, int]:
     found = _Found(state, "kd_core")
     return _resolve(found, arch, num_classes, "model")[:2]
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through ``write`` into a temporary file next to ``path``, then rename it over."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where directories can be synced
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _check_plain(value: object, where: str, depth: int = 0) -> None:
@@ -119,7 +96,7 @@ def save_checkpoint(
         training_state = dict(training_state)
         _check_plain(training_state, "training_state")
         payload["training_state"] = training_state
-    _atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 
@@ -195,5 +172,5 @@ def export_safetensors(
     import safetensors.torch
 
     data = safetensors.torch.save(state, metadata=header)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
     return path

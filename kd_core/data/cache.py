@@ -9,13 +9,14 @@ corrupt, wrong contents) is reported as missing, and the caller regenerates it.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from kd_core.files import atomic_write
 
 CACHE_ENV = "KD_CORE_CACHE"
 DATA_ENV = "KD_CORE_DATA"
@@ -54,15 +55,8 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> bool:
     warning, when the folder is not writable: the data is still usable, just not cached."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-            os.chmod(temporary, 0o644)  # mkstemp makes it private; a cache is not secret
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        # mode 0o644: a cache is not secret
+        atomic_write(path, lambda file: np.savez(file, **arrays), mode=0o644)
     except OSError as error:
         warnings.warn(
             f"Could not write the cache file {path} ({error}); the data will be generated "
