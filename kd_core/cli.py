@@ -232,7 +232,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kd_core.checkpoints import load_checkpoint
     from kd_core.data import create_dataset
     from kd_core.training.device import resolve_device, resolve_precision
-    from kd_core.training.trainer import evaluate
+    from kd_core.training.evaluation import evaluate
 
     loaded = load_checkpoint(args.checkpoint)
     dataset = create_dataset(args.dataset, split=args.split, root=args.data_root,

@@ -3,11 +3,18 @@ student's logits and the dict of weighted losses, which the training loop only s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from kd_core.checkpoints import load_checkpoint
+from kd_core.data import dataset_info
 from kd_core.losses import Objective
+from kd_core.models import create_model
 from kd_core.models.features import extract_features
+from kd_core.outputs import ModelOutputs
+from kd_core.training.config import TrainConfig
 
 
 class Distiller(nn.Module):
@@ -45,12 +52,20 @@ class Distiller(nn.Module):
             self._teacher.to(*args, **kwargs)
         return self
 
-    def forward_train(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Student logits and the weighted loss terms for one batch."""
-        teacher_outputs = None
-        if self._teacher is not None:
-            with torch.no_grad():
-                teacher_outputs = extract_features(self._teacher, images)
+    def teacher_outputs(self, images: Tensor) -> ModelOutputs | None:
+        """The teacher's outputs on ``images`` (no gradient), or ``None`` without a teacher."""
+        if self._teacher is None:
+            return None
+        with torch.no_grad():
+            return extract_features(self._teacher, images)
+
+    def forward_train(
+        self, images: Tensor, labels: Tensor, teacher_outputs: ModelOutputs | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Student logits and the weighted loss terms for one batch. ``teacher_outputs``, when
+        given, are the teacher's on these images (computed once for a group of students)."""
+        if teacher_outputs is None:
+            teacher_outputs = self.teacher_outputs(images)
         student_outputs = extract_features(self.student, images)
         _, losses = self.objective(student_outputs, teacher_outputs, labels)
         return student_outputs.logits, losses
@@ -58,3 +73,79 @@ class Distiller(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Evaluation: the student's logits."""
         return self.student(images)
+
+
+def load_teacher(config: TrainConfig, num_classes: int) -> nn.Module | None:
+    """The teacher of ``config`` from its checkpoint (``None`` without one), checked to score
+    ``num_classes`` classes."""
+    if config.teacher is None:
+        return None
+    loaded = load_checkpoint(config.teacher)
+    if loaded.num_classes != num_classes:
+        raise ValueError(
+            f"The teacher scores {loaded.num_classes} classes but {config.dataset} has "
+            f"{num_classes}; use a teacher trained on this dataset."
+        )
+    return loaded.model
+
+
+def build_distiller(
+    config: TrainConfig, num_classes: int, teacher: nn.Module | None = None
+) -> Distiller:
+    """Student, teacher (``teacher`` when given, e.g. shared by a group; else loaded from the
+    config's checkpoint) and objective, checked against each other with one tiny forward pass
+    before any training (stage sizes, layer counts, channels). The student's initial weights
+    come from torch's global generator: seed it first."""
+    if teacher is None:
+        teacher = load_teacher(config, num_classes)
+    student = create_model(config.student, num_classes=num_classes)
+    params = {name: dict(values) for name, values in config.loss_params.items()}
+    image_size = dataset_info(config.dataset).image_size
+    fitnet = params.get("fitnet", {})
+    wants_fitnet = config.objective.get("fitnet", 0) > 0 and teacher is not None
+    if wants_fitnet and not {"student_channels", "teacher_channels"} <= set(fitnet):
+        params["fitnet"] = {**fitnet, **_fitnet_channels(student, teacher, fitnet, image_size)}
+    used = {name: value for name, value in params.items() if name in config.objective}
+    distiller = Distiller(student, teacher, Objective(config.objective, params=used))
+    _dry_run(distiller, image_size)
+    return distiller
+
+
+def _stage_channels(model: nn.Module, image_size: int) -> list[int]:
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            outputs = extract_features(model.eval(), torch.zeros(2, 3, image_size, image_size))
+    finally:
+        model.train(was_training)
+    return [stage.shape[1] for stage in outputs.stage_list]
+
+
+def _fitnet_channels(
+    student: nn.Module, teacher: nn.Module, fitnet: dict[str, Any], image_size: int
+) -> dict[str, list[int]]:
+    """FitNet regressor sizes read from the stage outputs (for the chosen ``layers``)."""
+    student_channels = _stage_channels(student, image_size)
+    teacher_channels = _stage_channels(teacher, image_size)
+    layers = fitnet.get("layers")
+    pick = range(len(student_channels)) if layers is None else layers
+    return {
+        "student_channels": [student_channels[i] for i in pick],
+        "teacher_channels": [teacher_channels[i] for i in pick],
+    }
+
+
+def _dry_run(distiller: Distiller, image_size: int) -> None:
+    images = torch.zeros(2, 3, image_size, image_size)
+    labels = torch.zeros(2, dtype=torch.long)
+    was_training = distiller.training
+    distiller.eval()
+    try:
+        with torch.no_grad():
+            distiller.forward_train(images, labels)
+    except ValueError as error:
+        raise ValueError(
+            f"The student, teacher and objective do not fit together: {error}"
+        ) from None
+    finally:
+        distiller.train(was_training)

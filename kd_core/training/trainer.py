@@ -1,42 +1,58 @@
-"""The training loop: one function, :func:`train`, from a :class:`TrainConfig` to a run folder.
+"""The training loop: :func:`train` (one run) and :func:`train_group` (several students in
+lockstep), from :class:`TrainConfig` to run folders.
 
-Per step: the distiller returns logits and named losses, the loop sums them, steps SGD and
-sets the scheduled rate. Per epoch: evaluation (top-1, top-5, loss), ``best`` when top-1
-improves, a metrics line, then the ``last`` checkpoint. Everything random is seeded from
-``(seed, epoch)``, so resuming from ``last`` at an epoch boundary repeats the same run.
-Under ``torchrun`` (``WORLD_SIZE > 1``) the student is wrapped in DistributedDataParallel, the
-data are sharded, metrics are summed across processes and only rank 0 writes.
+Per step: the teacher's forward pass once, then for each student the distiller returns logits
+and named losses, the loop sums them, steps SGD and sets the scheduled rate. Per epoch:
+evaluation (top-1, top-5, loss), ``best`` when top-1 improves, a metrics line, then the ``last``
+checkpoint. Everything random is seeded from ``(seed, epoch)``, so resuming from ``last`` at an
+epoch boundary repeats the same run. Under ``torchrun`` (``WORLD_SIZE > 1``) the student is
+wrapped in DistributedDataParallel, the data are sharded, metrics are summed across processes
+and only rank 0 writes.
+
+A group: every student sees the same batches in the same order (same data, batch size, seed
+and epochs), starts from the same initial weights when its architecture and seed are the same,
+and has its own objective, optimizer, schedule and run folder; the teacher's outputs are
+computed once per batch and shared. So a student of a group ends exactly as it would alone
+(for networks without random layers such as dropout, whose draws interleave), and the
+difference between two students is their objectives'. Cancelling or a failure of one student
+stops that student only.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 import kd_core
-from kd_core.checkpoints import load_checkpoint, load_training_state, save_checkpoint
+from kd_core.checkpoints import load_training_state, save_checkpoint
 from kd_core.data import create_dataset, dataset_info
-from kd_core.losses import Objective
-from kd_core.models import create_model
-from kd_core.models.features import extract_features
+from kd_core.outputs import ModelOutputs
 from kd_core.training.config import TrainConfig
 from kd_core.training.device import Precision, resolve_device, resolve_precision
-from kd_core.training.distiller import Distiller
+from kd_core.training.distiller import Distiller, build_distiller, load_teacher
+from kd_core.training.distributed import Distributed, TrainStep, distributed_from_env
+from kd_core.training.evaluation import evaluate
 from kd_core.training.optim import build_optimizer, lr_factor, set_lr
 from kd_core.training.run_files import RunFiles
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+GROUP_FIELDS = (
+    "dataset", "data_root", "data_seed", "limit_train", "limit_test", "epochs", "batch_size",
+    "seed", "device", "precision", "channels_last",
+)  # fmt: skip
+"""What the students of a group share: the same batches in the same order need the same data,
+batch size, seed and epochs (and one device). Teachers must be the same file or none."""
 
 
 class RunCancelled(Exception):
@@ -59,29 +75,29 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class _Distributed:
-    rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _distributed_from_env(device: torch.device) -> _Distributed:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Distributed()
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Distributed(dist.get_rank(), dist.get_world_size(), owns_group)
+def check_group(configs: Sequence[TrainConfig]) -> str | None:
+    """Check that ``configs`` can train in lockstep; returns the shared teacher path (or
+    ``None``). A ``ValueError`` names the field and the students that differ."""
+    if not configs:
+        raise ValueError("A group needs at least one student; choose one or more methods.")
+    for config in configs:
+        config.check()
+    first = configs[0]
+    for number, config in enumerate(configs[1:], start=2):
+        for name in GROUP_FIELDS:
+            if getattr(config, name) != getattr(first, name):
+                raise ValueError(
+                    f"The students of a group must share {name} (they train on the same "
+                    f"batches): student 1 has {getattr(first, name)!r}, student {number} "
+                    f"{getattr(config, name)!r}. Make them equal or train them separately."
+                )
+    teachers = sorted({c.teacher for c in configs if c.teacher is not None})
+    if len(teachers) > 1:
+        raise ValueError(
+            f"The students of a group learn from one teacher, got {len(teachers)}: "
+            f"{', '.join(teachers)}. Train the students of each teacher as their own group."
+        )
+    return teachers[0] if teachers else None
 
 
 def _seed_everything(seed: int, epoch: int) -> torch.Generator:
@@ -91,77 +107,12 @@ def _seed_everything(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def build_distiller(config: TrainConfig, num_classes: int) -> Distiller:
-    """Student, teacher (from its checkpoint) and objective, checked against each other with one
-    tiny forward pass before any training (stage sizes, layer counts, channels)."""
-    teacher = None
-    if config.teacher is not None:
-        loaded = load_checkpoint(config.teacher)
-        if loaded.num_classes != num_classes:
-            raise ValueError(
-                f"The teacher scores {loaded.num_classes} classes but {config.dataset} has "
-                f"{num_classes}; use a teacher trained on this dataset."
-            )
-        teacher = loaded.model
-    student = create_model(config.student, num_classes=num_classes)
-    params = {name: dict(values) for name, values in config.loss_params.items()}
-    image_size = dataset_info(config.dataset).image_size
-    fitnet = params.get("fitnet", {})
-    wants_fitnet = config.objective.get("fitnet", 0) > 0 and teacher is not None
-    if wants_fitnet and not {"student_channels", "teacher_channels"} <= set(fitnet):
-        params["fitnet"] = {**fitnet, **_fitnet_channels(student, teacher, fitnet, image_size)}
-    used = {name: value for name, value in params.items() if name in config.objective}
-    distiller = Distiller(student, teacher, Objective(config.objective, params=used))
-    _dry_run(distiller, image_size)
-    return distiller
-
-
-def _stage_channels(model: nn.Module, image_size: int) -> list[int]:
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            outputs = extract_features(model.eval(), torch.zeros(2, 3, image_size, image_size))
-    finally:
-        model.train(was_training)
-    return [stage.shape[1] for stage in outputs.stage_list]
-
-
-def _fitnet_channels(
-    student: nn.Module, teacher: nn.Module, fitnet: dict[str, Any], image_size: int
-) -> dict[str, list[int]]:
-    """FitNet regressor sizes read from the stage outputs (for the chosen ``layers``)."""
-    student_channels = _stage_channels(student, image_size)
-    teacher_channels = _stage_channels(teacher, image_size)
-    layers = fitnet.get("layers")
-    pick = range(len(student_channels)) if layers is None else layers
-    return {
-        "student_channels": [student_channels[i] for i in pick],
-        "teacher_channels": [teacher_channels[i] for i in pick],
-    }
-
-
-def _dry_run(distiller: Distiller, image_size: int) -> None:
-    images = torch.zeros(2, 3, image_size, image_size)
-    labels = torch.zeros(2, dtype=torch.long)
-    was_training = distiller.training
-    distiller.eval()
-    try:
-        with torch.no_grad():
-            distiller.forward_train(images, labels)
-    except ValueError as error:
-        raise ValueError(
-            f"The student, teacher and objective do not fit together: {error}"
-        ) from None
-    finally:
-        distiller.train(was_training)
-
-
 def _loader(
     dataset: Dataset,
     batch_size: int,
     shuffle: bool,
     generator: torch.Generator | None,
-    distributed: _Distributed,
+    distributed: Distributed,
 ) -> DataLoader:
     """Training batches in the (seed, epoch) order, sharded under DDP; evaluation batches in
     order, each process taking every ``world_size``-th image (no padding: exact counts)."""
@@ -176,51 +127,6 @@ def _loader(
     elif shuffle:
         sampler = RandomSampler(dataset, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False)
-
-
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    precision: Precision,
-    distributed: _Distributed | None = None,
-) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``."""
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    with (
-        torch.no_grad(),
-        torch.autocast(
-            device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None
-        ),
-    ):
-        for images, labels in loader:
-            images, labels = (
-                images.to(device, non_blocking=True),
-                labels.to(device, non_blocking=True),
-            )
-            logits = model(images).float()
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hits = top.eq(labels[:, None])
-            totals += torch.stack(
-                [
-                    F.cross_entropy(logits, labels, reduction="sum").double(),
-                    hits[:, 0].sum().double(),
-                    hits.any(dim=1).sum().double(),
-                    torch.tensor(float(labels.numel()), dtype=torch.float64, device=device),
-                ]
-            )
-    if distributed is not None and distributed.enabled:
-        dist.all_reduce(totals)
-    model.train(was_training)
-    loss, top1, top5, count = totals.tolist()
-    count = max(count, 1.0)
-    return {
-        "loss": loss / count, "top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count,
-        "images": int(count),
-    }  # fmt: skip
 
 
 def _environment(device: torch.device, precision: Precision) -> dict[str, Any]:
@@ -253,38 +159,76 @@ def train(
     Errors in the configuration raise ``ValueError`` before any training. ``status.json``
     ends as ``finished``, ``cancelled`` or ``failed`` (with the error message).
     """
-    files = RunFiles(run_dir) if run_dir is not None else None
+    [outcome] = train_group(
+        [config], [run_dir], resume=resume,
+        on_progress=None if on_progress is None else lambda _, record: on_progress(record),
+        should_stop=None if should_stop is None else lambda _: should_stop(),
+    )  # fmt: skip
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def train_group(
+    configs: Sequence[TrainConfig],
+    run_dirs: Sequence[str | os.PathLike | None],
+    *,
+    resume: bool = False,
+    group: str | None = None,
+    on_progress: Callable[[int, dict[str, Any]], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+) -> list[TrainResult | Exception]:
+    """Train the students of ``configs`` in lockstep (see the module docstring), student ``i``
+    into ``run_dirs[i]``; each status records ``group`` (its group's id) when given.
+
+    ``on_progress(i, record)`` receives student ``i``'s metrics records; ``should_stop(i)`` is
+    polled after each of its steps. Returns, per student, its :class:`TrainResult`, or the
+    exception that stopped it (:class:`RunCancelled` or an error, also in its status) while the
+    others went on. A problem shared by all (configuration, data, teacher) raises.
+    """
+    if len(run_dirs) != len(configs):
+        raise ValueError(f"{len(configs)} configurations but {len(run_dirs)} run folders.")
+    files = [RunFiles(d) if d is not None else None for d in run_dirs]
+    folders = [f.dir.resolve() for f in files if f is not None]
+    if len(set(folders)) != len(folders):
+        raise ValueError("Two students of the group share a run folder; give each its own.")
     main = int(os.environ.get("RANK", "0")) == 0
-    if files is not None and main:
-        files.dir.mkdir(parents=True, exist_ok=True)
-        files.remove_partial_checkpoints()  # left by a killed process
-        if not resume:  # a fresh run: nothing of an earlier run in this folder is kept
-            for stale in (files.metrics, files.last, files.best, files.cancel_flag):
-                stale.unlink(missing_ok=True)
-            config.save(files.config)
+    for config, run_files in zip(configs, files, strict=True):
+        if run_files is not None and main:
+            _prepare_folder(config, run_files, resume)
     distributed = None
     try:
-        config.check()
-        device = resolve_device(config.device)
-        distributed = _distributed_from_env(device)
-        result = _fit(config, files, distributed, device, resume, on_progress, should_stop)
-    except RunCancelled as cancelled:
-        if files is not None and main:
-            files.update_status(state="cancelled", finished_at=time.time(), message=str(cancelled))
-        raise
-    except Exception as error:
-        if files is not None and main:
-            files.update_status(state="failed", finished_at=time.time(), error=error_message(error))
+        teacher = check_group(configs)
+        device = resolve_device(configs[0].device)
+        distributed = distributed_from_env(device)
+        if distributed.enabled and len(configs) > 1:
+            raise ValueError(
+                "A group of students trains in one process; under torchrun, train them one "
+                "at a time."
+            )
+        return _fit(configs, files, teacher, distributed, device, resume, group,
+                    on_progress, should_stop)  # fmt: skip
+    except Exception as error:  # shared by all: every student still training failed
+        for run_files in files:
+            if run_files is not None and main and run_files.read_status().get("state") not in (
+                "cancelled", "finished",
+            ):  # fmt: skip
+                run_files.update_status(
+                    state="failed", finished_at=time.time(), error=error_message(error)
+                )
         raise
     finally:
         if distributed is not None and distributed.owns_group:
             dist.destroy_process_group()
-    if files is not None and main:
-        files.update_status(
-            state="finished", finished_at=time.time(), best_top1=result.best_top1,
-            last_top1=result.last_top1, epochs_done=result.epochs_done,
-        )  # fmt: skip
-    return result
+
+
+def _prepare_folder(config: TrainConfig, files: RunFiles, resume: bool) -> None:
+    files.dir.mkdir(parents=True, exist_ok=True)
+    files.remove_partial_checkpoints()  # left by a killed process
+    if not resume:  # a fresh run: nothing of an earlier run in this folder is kept
+        for stale in (files.metrics, files.last, files.best, files.cancel_flag):
+            stale.unlink(missing_ok=True)
+        config.save(files.config)
 
 
 def error_message(error: BaseException) -> str:
@@ -294,198 +238,284 @@ def error_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+@dataclass
+class _Student:
+    """One student of the loop: its distiller, optimiser and run folder, where it stands, and
+    (once it stopped) its outcome."""
+
+    index: int
+    config: TrainConfig
+    files: RunFiles | None
+    distiller: Distiller
+    trainable: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    emit: Callable[[dict[str, Any]], None]
+    start_epoch: int = 0
+    best_top1: float = -1.0
+    step: int = 0
+    last_top1: float = math.nan
+    history: list[dict[str, Any]] = field(default_factory=list)
+    outcome: TrainResult | Exception | None = None
+    sums: Tensor | None = None
+    term_sums: dict[str, Tensor] = field(default_factory=dict)
+    epoch_started: float = 0.0
+    seen: int = 0
+
+    def begin_epoch(self, device: torch.device) -> None:
+        self.distiller.train()
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+        self.term_sums, self.epoch_started, self.seen = {}, time.time(), 0
+
+    def train_step(
+        self, images: Tensor, labels: Tensor, teacher: ModelOutputs | None, epoch: float,
+        epochs: int, steps_per_epoch: int, precision: Precision, distributed: bool,
+    ) -> None:  # fmt: skip
+        """One SGD step on the batch; ``epoch`` is the fractional progress in epochs."""
+        lr = self.config.optimizer.lr * lr_factor(
+            self.config.optimizer, epoch, epochs, steps_per_epoch
+        )
+        set_lr(self.optimizer, lr)
+        with torch.autocast(
+            images.device.type,
+            dtype=precision.dtype or torch.float32,
+            enabled=precision.dtype is not None,
+        ):
+            logits, losses = (
+                self.trainable(images, labels)
+                if distributed
+                else self.distiller.forward_train(images, labels, teacher)
+            )
+            loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.seen += labels.numel()
+        detached = loss.detach()
+        self.sums += torch.stack(
+            [
+                detached.double() * labels.numel(),
+                logits.detach().argmax(1).eq(labels).sum().double(),
+                torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device),
+            ]
+        )
+        for name, value in losses.items():
+            self.term_sums[name] = (
+                self.term_sums.get(name, 0.0) + value.detach().double() * labels.numel()
+            )
+        if self.step % self.config.log_every == 0:
+            self.emit(
+                {
+                    "kind": "step", "epoch": math.floor(epoch) + 1, "step": self.step, "lr": lr,
+                    "loss": detached.item(), "terms": {k: v.item() for k, v in losses.items()},
+                    "progress": (epoch + 1 / steps_per_epoch) / epochs,
+                }
+            )  # fmt: skip
+
+    def end_epoch(
+        self, epoch: int, test_loader: DataLoader, device: torch.device, precision: Precision,
+        distributed: Distributed, num_classes: int, writes: bool,
+    ) -> None:  # fmt: skip
+        """Evaluate, save ``best`` when top-1 improved, write the metrics line, save ``last``."""
+        config = self.config
+        if distributed.enabled:
+            dist.all_reduce(self.sums)
+        loss_sum, correct, count = self.sums.tolist()
+        count = max(count, 1.0)
+        train_seconds = time.time() - self.epoch_started
+        evaluation = evaluate(self.distiller.student, test_loader, device, precision, distributed)
+        self.last_top1 = evaluation["top1"]
+        improved = self.last_top1 > self.best_top1
+        self.best_top1 = max(self.best_top1, self.last_top1)
+        record = {
+            "kind": "epoch", "epoch": epoch + 1, "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"], "train_images": int(count),
+            "train_loss": loss_sum / count, "train_top1": 100.0 * correct / count,
+            "train_terms": {k: float(v) / max(self.seen, 1) for k, v in self.term_sums.items()},
+            "test_images": evaluation["images"], "test_loss": evaluation["loss"],
+            "test_top1": self.last_top1, "test_top5": evaluation["top5"],
+            "best_top1": self.best_top1, "seconds": time.time() - self.epoch_started,
+            "images_per_second": count / max(train_seconds, 1e-9),  # training steps only
+            "progress": (epoch + 1) / config.epochs,
+        }  # fmt: skip
+        self.history.append(record)
+        # `best`, the metrics line, then `last`: a resume repeats every epoch after `last`
+        # (identically: it is seeded), rewriting the other two, so a kill between these writes
+        # loses no metrics line and never leaves `best` older than the best epoch.
+        metadata = {
+            "epoch": epoch + 1, "top1": self.last_top1, "best_top1": self.best_top1,
+            "dataset": config.dataset, "objective": config.objective, "seed": config.seed,
+        }  # fmt: skip
+        student = self.distiller.student
+        if writes and improved:
+            _save(self.files.best, student, config, num_classes, metadata)
+        self.emit(record)
+        if writes:
+            state = {
+                "student": student.state_dict(), "objective": self.distiller.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": epoch + 1, "best_top1": self.best_top1, "step": self.step,
+            }  # fmt: skip
+            _save(self.files.last, student, config, num_classes, metadata, state)
+
+    def stop(self, outcome: TrainResult | Exception, writes: bool) -> None:
+        """Record how this student ended, in its status too."""
+        self.outcome = outcome
+        if not writes:
+            return
+        if isinstance(outcome, RunCancelled):
+            self.files.update_status(
+                state="cancelled", finished_at=time.time(), message=str(outcome)
+            )
+        elif isinstance(outcome, Exception):
+            self.files.update_status(
+                state="failed", finished_at=time.time(), error=error_message(outcome)
+            )
+        else:
+            self.files.update_status(
+                state="finished", finished_at=time.time(), best_top1=outcome.best_top1,
+                last_top1=outcome.last_top1, epochs_done=outcome.epochs_done,
+            )  # fmt: skip
+
+
 def _fit(
-    config: TrainConfig,
-    files: RunFiles | None,
-    distributed: _Distributed,
+    configs: Sequence[TrainConfig],
+    files: Sequence[RunFiles | None],
+    teacher_path: str | None,
+    distributed: Distributed,
     device: torch.device,
     resume: bool,
-    on_progress: ProgressCallback | None,
-    should_stop: Callable[[], bool] | None,
-) -> TrainResult:
-    precision = resolve_precision(config.precision, device)
-    writes = files is not None and distributed.is_main
-
+    group: str | None,
+    on_progress: Callable[[int, dict[str, Any]], None] | None,
+    should_stop: Callable[[int], bool] | None,
+) -> list[TrainResult | Exception]:
+    first = configs[0]
+    precision = resolve_precision(first.precision, device)
+    data = {"root": first.data_root, "seed": first.data_seed}
     train_set = create_dataset(
-        config.dataset,
-        split="train",
-        root=config.data_root,
-        augment=True,
-        seed=config.data_seed,
-        limit=config.limit_train,
+        first.dataset, split="train", augment=True, limit=first.limit_train, **data
     )
     test_set = create_dataset(
-        config.dataset,
-        split="test",
-        root=config.data_root,
-        augment=False,
-        seed=config.data_seed,
-        limit=config.limit_test,
+        first.dataset, split="test", augment=False, limit=first.limit_test, **data
     )
-    num_classes = dataset_info(config.dataset).num_classes or len(train_set.classes)
+    num_classes = dataset_info(first.dataset).num_classes or len(train_set.classes)
+    teacher = load_teacher(first.with_overrides({"teacher": teacher_path}), num_classes)
+    students = [
+        _student(index, config, run_files, teacher, num_classes, distributed, device, precision,
+                 resume, group, on_progress)
+        for index, (config, run_files) in enumerate(zip(configs, files, strict=True))
+    ]  # fmt: skip
+    writes = distributed.is_main
+    started = time.time()
+    test_loader = _loader(test_set, first.batch_size * 2, False, None, distributed)
+    for epoch in range(min(s.start_epoch for s in students), first.epochs):
+        active = [s for s in students if s.outcome is None and s.start_epoch <= epoch]
+        if not active:
+            break
+        loader = _loader(
+            train_set, first.batch_size, True, _seed_everything(first.seed, epoch), distributed
+        )
+        steps_per_epoch = max(len(loader), 1)
+        for student in active:
+            student.begin_epoch(device)
+        for batch_index, (images, labels) in enumerate(loader):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if device.type == "cuda" and first.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            training = [s for s in active if s.outcome is None]
+            shared = _teacher_outputs(training, images, precision, distributed)
+            for student in training:
+                try:
+                    student.train_step(
+                        images, labels, shared, epoch + batch_index / steps_per_epoch,
+                        first.epochs, steps_per_epoch, precision, distributed.enabled,
+                    )  # fmt: skip
+                    if should_stop is not None and should_stop(student.index):
+                        raise RunCancelled(
+                            f"cancelled during epoch {epoch + 1}, step {student.step}"
+                        )
+                except Exception as error:  # this student stops; the others go on
+                    student.stop(error, writes and student.files is not None)
+            if all(s.outcome is not None for s in active):
+                break
+        for student in (s for s in active if s.outcome is None):
+            try:
+                student.end_epoch(
+                    epoch, test_loader, device, precision, distributed, num_classes,
+                    writes and student.files is not None,
+                )  # fmt: skip
+            except Exception as error:
+                student.stop(error, writes and student.files is not None)
+    for student in (s for s in students if s.outcome is None):
+        result = TrainResult(
+            epochs_done=len(student.history) + student.start_epoch,
+            best_top1=student.best_top1, last_top1=student.last_top1,
+            seconds=time.time() - started, history=student.history,
+        )  # fmt: skip
+        student.stop(result, writes and student.files is not None)
+    return [s.outcome for s in students]
+
+
+def _student(
+    index: int, config: TrainConfig, files: RunFiles | None, teacher: nn.Module | None,
+    num_classes: int, distributed: Distributed, device: torch.device, precision: Precision,
+    resume: bool, group: str | None,
+    on_progress: Callable[[int, dict[str, Any]], None] | None,
+) -> _Student:  # fmt: skip
+    """Build one student as a run of its own would: seed, then student (and regressors)."""
     torch.manual_seed(config.seed)  # the student's (and regressors') initial weights
-    distiller = build_distiller(config, num_classes)
+    distiller = build_distiller(config, num_classes, teacher if config.teacher else None)
     distiller.to(device)
     if device.type == "cuda" and config.channels_last:
         distiller.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(distiller.parameters(), config.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+    writes = files is not None and distributed.is_main
 
-    start_epoch, best_top1, step = 0, -1.0, 0
+    def emit(record: dict[str, Any]) -> None:
+        if writes:
+            files.append_metrics(record)
+        if on_progress is not None and distributed.is_main:
+            on_progress(index, record)
+
+    trainable: nn.Module = distiller
+    if distributed.enabled:
+        trainable = nn.parallel.DistributedDataParallel(TrainStep(distiller))
+    student = _Student(index, config, files, distiller, trainable, optimizer, scaler, emit)
     if resume and files is not None and files.last.exists():
         state = load_training_state(files.last)
         distiller.student.load_state_dict(state["student"])
         distiller.objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, best_top1, step = state["epoch"], state["best_top1"], state["step"]
-
-    trainable: nn.Module = distiller
-    if distributed.enabled:
-        trainable = nn.parallel.DistributedDataParallel(_TrainStep(distiller))
-
+        student.start_epoch, student.best_top1 = state["epoch"], state["best_top1"]
+        student.step = state["step"]
+        student.last_top1 = files.read_status().get("last_top1", math.nan)
     if writes:
         files.update_status(
-            state="running",
-            started_at=time.time(),
-            pid=os.getpid(),
-            error=None,
-            **_environment(device, precision),
-        )
+            state="running", started_at=time.time(), pid=os.getpid(), error=None,
+            **({"group": group} if group else {}), **_environment(device, precision),
+        )  # fmt: skip
+    return student
 
-    def emit(record: dict[str, Any]) -> None:
-        if writes:
-            files.append_metrics(record)
-        if on_progress is not None and distributed.is_main:
-            on_progress(record)
 
-    history, started, last_top1 = [], time.time(), float("nan")
-    test_loader = _loader(test_set, config.batch_size * 2, False, None, distributed)
-    for epoch in range(start_epoch, config.epochs):
-        generator = _seed_everything(config.seed, epoch)
-        loader = _loader(train_set, config.batch_size, True, generator, distributed)
-        steps_per_epoch = max(len(loader), 1)
-        distiller.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-        term_sums: dict[str, Tensor] = {}
-        epoch_started, seen = time.time(), 0
-        for batch_index, (images, labels) in enumerate(loader):
-            lr = config.optimizer.lr * lr_factor(
-                config.optimizer,
-                epoch + batch_index / steps_per_epoch,
-                config.epochs,
-                steps_per_epoch,
-            )
-            set_lr(optimizer, lr)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if device.type == "cuda" and config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(
-                device.type,
-                dtype=precision.dtype or torch.float32,
-                enabled=precision.dtype is not None,
-            ):
-                logits, losses = (
-                    trainable(images, labels)
-                    if distributed.enabled
-                    else distiller.forward_train(images, labels)
-                )
-                loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            seen += labels.numel()
-            detached = loss.detach()
-            sums += torch.stack(
-                [
-                    detached.double() * labels.numel(),
-                    logits.detach().argmax(1).eq(labels).sum().double(),
-                    torch.tensor(float(labels.numel()), dtype=torch.float64, device=device),
-                ]
-            )
-            for name, value in losses.items():
-                term_sums[name] = (
-                    term_sums.get(name, 0.0) + value.detach().double() * labels.numel()
-                )
-            if step % config.log_every == 0:
-                emit(
-                    {
-                        "kind": "step",
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "lr": lr,
-                        "loss": detached.item(),
-                        "terms": {k: v.item() for k, v in losses.items()},
-                        "progress": (epoch + (batch_index + 1) / steps_per_epoch) / config.epochs,
-                    }
-                )
-            if should_stop is not None and should_stop():
-                raise RunCancelled(f"cancelled during epoch {epoch + 1}, step {step}")
-        if distributed.enabled:
-            dist.all_reduce(sums)
-        loss_sum, correct, count = sums.tolist()
-        count = max(count, 1.0)
-        train_seconds = time.time() - epoch_started
-        evaluation = evaluate(distiller.student, test_loader, device, precision, distributed)
-        last_top1 = evaluation["top1"]
-        improved = last_top1 > best_top1
-        best_top1 = max(best_top1, last_top1)
-        seconds = time.time() - epoch_started  # training and evaluation
-        record = {
-            "kind": "epoch",
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "train_images": int(count),
-            "train_loss": loss_sum / count,
-            "train_top1": 100.0 * correct / count,
-            "train_terms": {k: float(v) / max(seen, 1) for k, v in term_sums.items()},
-            "test_images": evaluation["images"],
-            "test_loss": evaluation["loss"],
-            "test_top1": last_top1,
-            "test_top5": evaluation["top5"],
-            "best_top1": best_top1,
-            "seconds": seconds,
-            "images_per_second": count / max(train_seconds, 1e-9),  # training steps only
-            "progress": (epoch + 1) / config.epochs,
-        }
-        history.append(record)
-        # `best`, the metrics line, then `last`: a resume repeats every epoch after `last`
-        # (identically: it is seeded), rewriting the other two, so a kill between these writes
-        # loses no metrics line and never leaves `best` older than the best epoch.
-        metadata = {
-            "epoch": epoch + 1,
-            "top1": last_top1,
-            "best_top1": best_top1,
-            "dataset": config.dataset,
-            "objective": config.objective,
-            "seed": config.seed,
-        }
-        if writes and improved:
-            _save(files.best, distiller.student, config, num_classes, metadata)
-        emit(record)
-        if writes:
-            state = {
-                "student": distiller.student.state_dict(),
-                "objective": distiller.objective.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch + 1,
-                "best_top1": best_top1,
-                "step": step,
-            }
-            _save(files.last, distiller.student, config, num_classes, metadata, state)
-    result = TrainResult(
-        epochs_done=len(history) + start_epoch,
-        best_top1=best_top1,
-        last_top1=last_top1,
-        seconds=time.time() - started,
-        history=history,
-    )
-    return result
+def _teacher_outputs(
+    students: Sequence[_Student], images: Tensor, precision: Precision, distributed: Distributed
+) -> ModelOutputs | None:
+    """The shared teacher's outputs on the batch, computed once for every student that needs
+    them (under DDP each student's wrapped forward computes its own)."""
+    needing = [s for s in students if s.distiller.teacher is not None]
+    if not needing or distributed.enabled:
+        return None
+    with torch.autocast(
+        images.device.type,
+        dtype=precision.dtype or torch.float32,
+        enabled=precision.dtype is not None,
+    ):
+        return needing[0].distiller.teacher_outputs(images)
 
 
 def _save(
@@ -509,14 +539,3 @@ def _save(
             f"{path.name}, if any, is kept. Free disk space in {path.parent} (or fix its "
             "permissions), then resume the run."
         ) from error
-
-
-class _TrainStep(nn.Module):
-    """What DistributedDataParallel wraps: its forward is the distiller's ``forward_train``."""
-
-    def __init__(self, distiller: Distiller) -> None:
-        super().__init__()
-        self.distiller = distiller
-
-    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.distiller.forward_train(images, labels)
