@@ -5,7 +5,8 @@ Commands (one function each, ``cmd_<name>``):
 * ``inspect PATH [--json] [--arch NAME] [--num-classes K]``: what a checkpoint holds.
 * ``train [--config FILE] [--preset NAME] [--teacher PATH] --student NAME ...``: one run, in
   the foreground, written to a new folder under ``--runs-root`` (flags override the file,
-  which overrides the preset).
+  which overrides the preset); with ``--compare METHODS`` one student per method, trained
+  side by side as one group.
 * ``eval CKPT --dataset NAME``: top-1, top-5 and loss of a checkpoint on a dataset split.
 
 Errors never show a traceback: a bad input (any :class:`~kd_core.checkpoints.CheckpointError`
@@ -173,6 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from kd_core.training.trainer import RunCancelled, train
 
     config = train_config_from_args(args)
+    if args.compare is not None:
+        return _train_compared(config, args.compare, Path(args.runs_root).expanduser())
     check_config_for_launch(config)
     root = Path(args.runs_root).expanduser()
     run_dir = root / new_run_id(root, config, config.name)
@@ -190,6 +193,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"best top-1 {result.best_top1:.2f}%, last {result.last_top1:.2f}%, "
               f"{result.seconds:.0f} s; run folder {run_dir}")  # fmt: skip
     return 0
+
+
+def _train_compared(config, methods: str, root) -> int:
+    """``train --compare``: one student per method, trained as one group (same batches, the
+    teacher's pass shared), each in a run folder of its own."""
+    from kd_core.training.methods import METHODS, method_set
+    from kd_core.training.runs import check_config_for_launch, new_run_id
+    from kd_core.training.trainer import train_group
+
+    names = method_set(methods)
+    configs = []
+    for name in names:
+        method = METHODS[name]
+        label = f"{config.name}-{name}" if config.name else name
+        teacher = config.teacher if method.uses_teacher else None
+        configs.append(
+            config.with_overrides({**method.overrides(), "teacher": teacher, "name": label})
+        )
+    for member in configs:
+        check_config_for_launch(member)
+    run_dirs = [root / new_run_id(root, member, member.name) for member in configs]
+    group = f"group-{run_dirs[0].name}"
+    print(f"group {group}: {len(configs)} students under {root}", file=sys.stderr)
+
+    def progress(index: int, record: dict[str, Any]) -> None:
+        if record["kind"] == "epoch":
+            print(f"{names[index]}: epoch {record['epoch']}, test top-1 "
+                  f"{record['test_top1']:.2f}%", file=sys.stderr, flush=True)  # fmt: skip
+
+    outcomes = train_group(configs, run_dirs, group=group, on_progress=progress)
+    for name, run_dir, outcome in zip(names, run_dirs, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            print(f"{name}: stopped: {_one_line(outcome)}; run folder {run_dir}")
+        else:
+            print(f"{name}: best top-1 {outcome.best_top1:.2f}%, last {outcome.last_top1:.2f}%; "
+                  f"run folder {run_dir}")  # fmt: skip
+    return 0 if all(not isinstance(o, Exception) for o in outcomes) else EXIT_UNEXPECTED
 
 
 class _ProgressPrinter:
@@ -288,6 +328,11 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--log-every", type=int, metavar="STEPS")
     train.add_argument("--name", help="a label for the run folder")
     train.add_argument("--runs-root", default="runs", metavar="DIR")
+    train.add_argument(
+        "--compare", metavar="METHODS",
+        help="train one student per method side by side, as one group (same batches, one "
+        "teacher pass): a set (paper, classroom) or names, e.g. vanilla,kd,at,amd",
+    )  # fmt: skip
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(

@@ -105,3 +105,35 @@ def test_torchrun_with_two_gloo_processes(tmp_path):
     # Metrics are summed over both processes: all 96 training and 32 test images.
     assert epoch["train_images"] == 96 and epoch["test_images"] == 32
     assert files.read_status()["state"] == "finished"
+
+
+def test_compare_trains_one_student_per_method_as_one_group(tmp_path, capsys, teacher_checkpoint):
+    status = main(["train", *TINY, "--teacher", teacher_checkpoint, "--compare", "vanilla,amd",
+                   "--runs-root", str(tmp_path), "--name", "demo"])  # fmt: skip
+    assert status == 0
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name.split("-", 2)[2] for p in runs] == ["demo-amd", "demo-vanilla"]
+    statuses = [RunFiles(p).read_status() for p in runs]
+    assert {s["state"] for s in statuses} == {"finished"}
+    assert len({s["group"] for s in statuses}) == 1
+    configs = {p.name: json.loads(RunFiles(p).config.read_text()) for p in runs}
+    vanilla = next(c for name, c in configs.items() if name.endswith("vanilla"))
+    assert vanilla["teacher"] is None and vanilla["objective"] == {"ce": 1.0}
+    out = capsys.readouterr().out
+    assert "vanilla: best top-1" in out and "amd: best top-1" in out
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ("nonsense", "Unknown method 'nonsense'; accepted: vanilla, kd"),
+        ("amd,amd", "'amd' is listed twice"),
+        (" , ", "Choose at least one method"),
+        ("classroom", "need a teacher checkpoint"),  # no --teacher
+    ],
+)
+def test_compare_refuses_bad_method_lists_in_one_sentence(tmp_path, capsys, methods, message):
+    status = main(["train", *TINY, "--compare", methods, "--runs-root", str(tmp_path)])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
