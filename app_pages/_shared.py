@@ -27,6 +27,7 @@ from kd_core.analysis.feature_cache import feature_set_for
 from kd_core.analysis.feature_set import FeatureSet
 from kd_core.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from kd_core.data import create_dataset, dataset_info, list_datasets
+from kd_core.losses.amd import DEFAULT_MARGIN
 from kd_core.training.runs import RunManager
 from kd_core.workspace import (
     CheckpointEntry,
@@ -35,6 +36,17 @@ from kd_core.workspace import (
     list_checkpoints,
     runs_root,
 )
+
+MARGIN_SLIDER = {
+    "min_value": 1.0, "max_value": 2.5, "value": DEFAULT_MARGIN, "step": 0.05, "format": "%.2f"
+}  # fmt: skip
+"""The angular margin slider's range and default, the same on every page that shows it."""
+FIGURE_CONFIG = {
+    "toImageButtonOptions": {"format": "svg", "scale": 1},
+    "displaylogo": False,
+}
+"""plotly.js options of every figure: the camera button saves an SVG (vector, drawn by the
+browser: no server-side renderer), for papers and slides."""
 
 
 @dataclass(frozen=True)

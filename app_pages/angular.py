@@ -17,7 +17,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages._shared import feature_sets, require_dataset, require_models, workspace
+from app_pages._shared import (
+    FIGURE_CONFIG,
+    MARGIN_SLIDER,
+    feature_sets,
+    require_dataset,
+    require_models,
+    workspace,
+)
 from kd_core.analysis.angular import (
     ALL_CLASSES,
     DEFAULT_FRACTION,
@@ -261,7 +268,7 @@ def _histograms_tab(view: View) -> None:
     )
     if log_axis:
         figure.update_yaxes(type="log")
-    st.plotly_chart(figure, width="stretch")
+    st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
     st.caption(
         "Solid lines: θ of the positions the split counts positive; dashed: the others (share "
         "of each side's positions per 0.5° bin). The dotted lines mark the loss's boundary "
@@ -292,7 +299,7 @@ def _summary_tab(view: View) -> None:
         help="Every stage and column of the summary (including the Wasserstein distances of "
         "the positive and negative positions alone), one row per model and stage.",
     )
-    st.plotly_chart(separation_figure(rows), width="stretch")
+    st.plotly_chart(separation_figure(rows), width="stretch", config=FIGURE_CONFIG)
 
 
 def _sample_tab(view: View) -> None:
@@ -323,7 +330,7 @@ def _sample_tab(view: View) -> None:
     )
     with st.spinner("Computing the maps…"):
         figure = _maps_figure(view.key, *view.angular, sample, _features=view.features)
-    st.plotly_chart(figure, width="stretch")
+    st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
 
 
 def _classes_tab(view: View) -> None:
@@ -340,7 +347,7 @@ def _classes_tab(view: View) -> None:
     _table(summary_records([r for r in rows if r.class_name == chosen]), TABLE_COLUMNS)
     st.markdown(f"**Separation of positive and negative θ per class, at {view.stage_label}**")
     _table(class_pivot(rows, "separation"), number_format="%.2f")
-    st.plotly_chart(class_figure, width="stretch")
+    st.plotly_chart(class_figure, width="stretch", config=FIGURE_CONFIG)
     st.caption(
         "The box plots use the pooled features (the input of the classifier), not the "
         "attention maps: each sample's angle to the mean direction of its class. They do not "
@@ -375,7 +382,7 @@ def _hypersphere_tab(view: View) -> None:
     )
     with st.spinner(f"Projecting the features of {model}…"):
         figure = _sphere_figure(view.key, model, colour_by, _features=view.features)
-    st.plotly_chart(figure, width="stretch")
+    st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
     st.caption(
         "A 3-D view: the unit features projected on their first three principal components, "
         "then put back on the sphere. Angles on the view are not the angles in the table. "
@@ -460,11 +467,7 @@ fraction = right.slider(
 left, right = st.columns(2)
 margin = left.slider(
     "Angular margin m",
-    min_value=1.0,
-    max_value=2.5,
-    value=DEFAULT_MARGIN,
-    step=0.05,
-    format="%.2f",
+    **MARGIN_SLIDER,
     key=_key("margin"),
     help="pos = s cos(mθ): a larger margin moves the loss's boundary pos = neg to smaller "
     "angles. It changes the pos and attentive maps and the boundary lines, not θ.",

@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from app_pages._shared import feature_sets, require_dataset, require_models, using, workspace
+from app_pages._shared import (
+    FIGURE_CONFIG,
+    feature_sets,
+    require_dataset,
+    require_models,
+    using,
+    workspace,
+)
 from kd_core.analysis.attribution import METHODS, attribution_maps, forward_passes
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.feature_set import FeatureSet
@@ -318,11 +325,13 @@ st.plotly_chart(
         rgb, maps, mask=mask, title=f"{METHODS[method].label}{where} · {description}"
     ),
     width="stretch",
+    config=FIGURE_CONFIG,
 )
 if stage_maps:
     st.plotly_chart(
         stage_overlay_figure(rgb, stage_maps, mask=mask, title="Activation at every stage"),
         width="stretch",
+        config=FIGURE_CONFIG,
     )
     st.caption(
         "One row per stage, shallow to deep: the AMD attention q of each stage, upsampled "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from app_pages._shared import request_workspace, run_manager, workspace
+from app_pages._shared import FIGURE_CONFIG, request_workspace, run_manager, workspace
 from kd_core.data import dataset_info
 from kd_core.figures.training import training_curves_figure
 from kd_core.losses import list_losses
@@ -45,6 +45,14 @@ TERM_HELP = {
 
 def _key(name: str) -> str:
     return f"distill_{name}"
+
+
+def _whole_number(column, label: str, name: str, step: int, help_text: str) -> int:
+    """A number input for a count or seed >= 0 that starts at 0."""
+    value = column.number_input(
+        label, min_value=0, value=0, step=step, key=_key(name), help=help_text
+    )
+    return int(value)
 
 
 def _preset_key(name: str, preset: str) -> str:
@@ -140,7 +148,9 @@ def _follow(run_id: str, was_active: bool) -> None:
         lr = f" · lr {progress.lr:.4g}" if progress.lr is not None else ""
         st.caption(f"Latest step, weighted loss terms: {terms}{lr}")
     title = f"{info.config.get('student', '?')} {objective_name(info.config)}: training curves"
-    st.plotly_chart(training_curves_figure(records, title=title), width="stretch")
+    st.plotly_chart(
+        training_curves_figure(records, title=title), width="stretch", config=FIGURE_CONFIG
+    )
 
     if info.state not in FINAL_STATES:
         if st.button("Cancel run", key="distill_cancel", help="Stop after the current step."):
@@ -297,29 +307,16 @@ lr = right.number_input(
     key=_preset_key("lr", preset_name),
     help="SGD's base rate, with the preset's warm-up and decay.",
 )
-limit_train = left.number_input(
-    "Limit training images",
-    min_value=0,
-    value=0,
-    step=64,
-    key=_key("limit_train"),
-    help="Train on the first N images only (quick demos); 0 uses the whole split.",
-)
-limit_test = middle.number_input(
-    "Limit test images",
-    min_value=0,
-    value=0,
-    step=64,
-    key=_key("limit_test"),
-    help="Evaluate on the first N test images only; 0 uses the whole split.",
-)
-seed = right.number_input(
-    "Seed",
-    min_value=0,
-    value=0,
-    step=1,
-    key=_key("seed"),
-    help="Initial weights, batch order and augmentation; same seed, same run.",
+limit_train = _whole_number(
+    left, "Limit training images", "limit_train", 64,
+    "Train on the first N images only (quick demos); 0 uses the whole split.",
+)  # fmt: skip
+limit_test = _whole_number(
+    middle, "Limit test images", "limit_test", 64,
+    "Evaluate on the first N test images only; 0 uses the whole split.",
+)  # fmt: skip
+seed = _whole_number(
+    right, "Seed", "seed", 1, "Initial weights, batch order and augmentation; same seed, same run."
 )
 gpu = torch.cuda.is_available()
 device = st.radio(
@@ -354,9 +351,9 @@ form = DistillForm(
     epochs=int(epochs),
     batch_size=int(batch_size),
     lr=float(lr),
-    limit_train=int(limit_train),
-    limit_test=int(limit_test),
-    seed=int(seed),
+    limit_train=limit_train,
+    limit_test=limit_test,
+    seed=seed,
     device=device,
     name=run_name,
 )

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from app_pages._shared import (
+    FIGURE_CONFIG,
     ModelHandle,
     Workspace,
     feature_sets,
@@ -171,6 +172,7 @@ def _selection_section(
                     "deepest stage",
                 ),
                 width="stretch",
+                config=FIGURE_CONFIG,
             )
 
 
@@ -209,6 +211,7 @@ def _cka_section(ws: Workspace, handles: list[ModelHandle], names: list[str]) ->
                     student_label=student,
                 ),
                 width="stretch",
+                config=FIGURE_CONFIG,
             )
 
 
@@ -342,6 +345,7 @@ if maps is not None:
         on_select="rerun",
         selection_mode=("points", "box", "lasso"),
         key=_key("map"),
+        config=FIGURE_CONFIG,
     )
     st.caption(_map_caption(maps, method, layout))
     if teacher_set.labels.unique().numel() < 2:

@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages._shared import (
+    FIGURE_CONFIG,
     load_model,
     progress_callback,
     project_path,
@@ -182,9 +183,10 @@ with evaluation:
         right.metric(f"Top-{result.top_k}", f"{result.top5:.2f}%")
         count.metric("Images", f"{result.count:,}")
         st.plotly_chart(
-            per_class_accuracy_figure({summary["architecture"]: result.per_class_accuracy}, names)
+            per_class_accuracy_figure({summary["architecture"]: result.per_class_accuracy}, names),
+            config=FIGURE_CONFIG,
         )
-        st.plotly_chart(confusion_figure(result.confusion, names))
+        st.plotly_chart(confusion_figure(result.confusion, names), config=FIGURE_CONFIG)
         st.download_button(
             "Per-class accuracy (CSV)",
             "class,accuracy_percent\n"

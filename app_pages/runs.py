@@ -8,7 +8,7 @@ import json
 
 import streamlit as st
 
-from app_pages._shared import project_path, run_manager
+from app_pages._shared import FIGURE_CONFIG, project_path, run_manager
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.training import METRIC_TITLES, compare_runs_figure, training_curves_figure
 from kd_core.training.run_files import FINAL_STATES, RunFiles
@@ -95,7 +95,7 @@ if chosen:
     except AnalysisError as error:
         st.warning(str(error))
     else:
-        st.plotly_chart(figure, width="stretch")
+        st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
     comparison = comparison_rows([by_id[run_id] for run_id in chosen], records)
     st.dataframe(
         comparison,
@@ -137,7 +137,9 @@ elif info.state in ("queued", "running"):
     st.info(f"The run is {info.state}; press Refresh to follow it (or watch it on Distill).")
 
 title = f"{info.config.get('student', '?')} {objective_name(info.config)}: training curves"
-st.plotly_chart(training_curves_figure(records[run_id], title=title), width="stretch")
+st.plotly_chart(
+    training_curves_figure(records[run_id], title=title), width="stretch", config=FIGURE_CONFIG
+)
 with st.expander("Configuration"):
     st.json(info.config)
 with st.expander(f"Log (last {LOG_LINES} lines)"):
