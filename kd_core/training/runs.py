@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from kd_core.data import list_datasets
 from kd_core.models import list_models
 from kd_core.training.config import TrainConfig
 from kd_core.training.run_files import FINAL_STATES, RunFiles
+from kd_core.training.trainer import check_group
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """A run id, matched whole (``fullmatch``: ``$`` would also accept a trailing newline)."""
@@ -124,46 +126,102 @@ class RunManager:
 
     def start(self, config: TrainConfig, name: str | None = None) -> RunInfo:
         """Check ``config``, create the run folder and start its process; returns at once."""
-        check_config_for_launch(config)
+        [info] = self._launch([config], [name])
+        return info
+
+    def start_group(
+        self, configs: Sequence[TrainConfig], names: Sequence[str | None]
+    ) -> list[RunInfo]:
+        """Check the students of a group (see :func:`~kd_core.training.trainer.train_group`),
+        create one run folder each, and start one process that trains them side by side;
+        every status records the group's id and its runs."""
+        labels = [name or config.name for config, name in zip(configs, names, strict=True)]
+        repeated = sorted({n for n in labels if n and labels.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"Two students are both named {repeated[0]!r}; give each student its own name."
+            )
+        check_group(configs)
+        return self._launch(list(configs), list(labels), group=True)
+
+    def _launch(
+        self, configs: list[TrainConfig], names: list[str | None], group: bool = False
+    ) -> list[RunInfo]:
+        for config in configs:
+            check_config_for_launch(config)
         self.root.mkdir(parents=True, exist_ok=True)
-        run_id = new_run_id(self.root, config, name)
-        files = RunFiles(self.run_dir(run_id))
-        files.dir.mkdir()
-        config.save(files.config)
-        files.update_status(state="queued", created_at=time.time(), error=None)
-        self._spawn(files, resume=False)
-        return self.read(run_id)
+        members: list[RunFiles] = []
+        for config, name in zip(configs, names, strict=True):
+            files = RunFiles(self.run_dir(new_run_id(self.root, config, name)))
+            files.dir.mkdir()
+            config.save(files.config)
+            members.append(files)
+        extra = {}
+        if group:
+            extra = {"group": f"group-{members[0].dir.name}",
+                     "group_runs": [f.dir.name for f in members]}  # fmt: skip
+        for files in members:
+            files.update_status(state="queued", created_at=time.time(), error=None, **extra)
+        self._spawn(members, resume=False, group=extra.get("group"))
+        return [self.read(files.dir.name) for files in members]
+
+    def group_runs(self, run_id: str) -> list[str]:
+        """The run ids of ``run_id``'s group that still exist (just ``[run_id]`` alone)."""
+        status = self.read(run_id).status
+        names = status.get("group_runs") or [run_id]
+        return [n for n in names if RUN_ID.fullmatch(n) and (self.root / n).is_dir()]
 
     def resume(self, run_id: str) -> RunInfo:
-        """Continue a run that failed, was cancelled or whose process died, from ``last``."""
+        """Continue a run that failed, was cancelled or whose process died, from ``last``. A run
+        of a group resumes with every other run of its group that did not finish or was not
+        cancelled, as one group again (a deleted run is left out)."""
         info = self.read(run_id)
         if info.state in ("queued", "running"):
             raise ValueError(f"Run {run_id} is still {info.state}; cancel it first.")
-        files = RunFiles(info.path)
-        files.cancel_flag.unlink(missing_ok=True)
-        files.update_status(state="queued", error=None, resumed_at=time.time())
-        self._spawn(files, resume=True)
+        members = [run_id] + [
+            other for other in self.group_runs(run_id)
+            if other != run_id and self.read(other).state not in ("finished", "cancelled")
+        ]  # fmt: skip
+        busy = [m for m in members if self.read(m).state in ("queued", "running")]
+        if busy:
+            raise ValueError(
+                f"Run {busy[0]} of this group is still {self.read(busy[0]).state}; cancel it "
+                "or wait for it before resuming the group."
+            )
+        files = [RunFiles(self.run_dir(m)) for m in members]
+        for run_files in files:
+            run_files.cancel_flag.unlink(missing_ok=True)
+            run_files.update_status(state="queued", error=None, resumed_at=time.time())
+        self._spawn(files, resume=True, group=info.status.get("group"))
         return self.read(run_id)
 
-    def _spawn(self, files: RunFiles, resume: bool) -> None:
+    def _spawn(self, members: list[RunFiles], resume: bool, group: str | None = None) -> None:
+        """One worker process for ``members`` (a run, or the runs of a group); its output goes
+        to the first run's ``train.log``."""
         command = [
-            sys.executable, "-m", "kd_core.training.worker", str(files.dir),
+            sys.executable, "-m", "kd_core.training.worker", *(str(f.dir) for f in members),
             "--slots", str(self.root / SLOTS_DIR), "--max-concurrent", str(self.max_concurrent),
         ]  # fmt: skip
         if resume:
             command.append("--resume")
+        if group:
+            command += ["--group", group]
         project = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (project, os.environ.get("PYTHONPATH", "")) if p
         )}  # fmt: skip
-        with files.log.open("ab") as log:
+        first = members[0]
+        for files in members[1:]:
+            files.log_line(f"trained in one process with its group; the log is {first.log}")
+        with first.log.open("ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, cwd=project,
             )  # fmt: skip
         # Reap the worker when it exits, so no zombie lingers while the server lives on.
-        threading.Thread(target=process.wait, name=f"reap-{files.dir.name}", daemon=True).start()
-        files.update_status(state="queued", pid=process.pid)
+        threading.Thread(target=process.wait, name=f"reap-{first.dir.name}", daemon=True).start()
+        for files in members:
+            files.update_status(state="queued", pid=process.pid)
 
     def read(self, run_id: str) -> RunInfo:
         """A run's status (corrected to ``failed`` when its process died unfinished), config."""

@@ -179,7 +179,8 @@ def train_group(
     should_stop: Callable[[int], bool] | None = None,
 ) -> list[TrainResult | Exception]:
     """Train the students of ``configs`` in lockstep (see the module docstring), student ``i``
-    into ``run_dirs[i]``; each status records ``group`` (its group's id) when given.
+    into ``run_dirs[i]``; each status records ``group`` (its group's id) when given. With
+    ``resume``, a student whose folder has a ``last.pt`` continues from it, the others start.
 
     ``on_progress(i, record)`` receives student ``i``'s metrics records; ``should_stop(i)`` is
     polled after each of its steps. Returns, per student, its :class:`TrainResult`, or the
@@ -193,9 +194,10 @@ def train_group(
     if len(set(folders)) != len(folders):
         raise ValueError("Two students of the group share a run folder; give each its own.")
     main = int(os.environ.get("RANK", "0")) == 0
-    for config, run_files in zip(configs, files, strict=True):
+    resumes = [resume and f is not None and f.last.exists() for f in files]
+    for config, run_files, resumed in zip(configs, files, resumes, strict=True):
         if run_files is not None and main:
-            _prepare_folder(config, run_files, resume)
+            _prepare_folder(config, run_files, resumed)
     distributed = None
     try:
         teacher = check_group(configs)
@@ -206,7 +208,7 @@ def train_group(
                 "A group of students trains in one process; under torchrun, train them one "
                 "at a time."
             )
-        return _fit(configs, files, teacher, distributed, device, resume, group,
+        return _fit(configs, files, teacher, distributed, device, resumes, group,
                     on_progress, should_stop)  # fmt: skip
     except Exception as error:  # shared by all: every student still training failed
         for run_files in files:
@@ -259,19 +261,20 @@ class _Student:
     outcome: TrainResult | Exception | None = None
     sums: Tensor | None = None
     term_sums: dict[str, Tensor] = field(default_factory=dict)
-    epoch_started: float = 0.0
     seen: int = 0
+    train_seconds: float = 0.0  # this epoch's steps, its share of the shared work included
 
     def begin_epoch(self, device: torch.device) -> None:
         self.distiller.train()
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-        self.term_sums, self.epoch_started, self.seen = {}, time.time(), 0
+        self.term_sums, self.seen, self.train_seconds = {}, 0, 0.0
 
     def train_step(
         self, images: Tensor, labels: Tensor, teacher: ModelOutputs | None, epoch: float,
         epochs: int, steps_per_epoch: int, precision: Precision, distributed: bool,
     ) -> None:  # fmt: skip
         """One SGD step on the batch; ``epoch`` is the fractional progress in epochs."""
+        started = time.perf_counter()
         lr = self.config.optimizer.lr * lr_factor(
             self.config.optimizer, epoch, epochs, steps_per_epoch
         )
@@ -305,6 +308,7 @@ class _Student:
             self.term_sums[name] = (
                 self.term_sums.get(name, 0.0) + value.detach().double() * labels.numel()
             )
+        self.train_seconds += time.perf_counter() - started
         if self.step % self.config.log_every == 0:
             self.emit(
                 {
@@ -324,8 +328,11 @@ class _Student:
             dist.all_reduce(self.sums)
         loss_sum, correct, count = self.sums.tolist()
         count = max(count, 1.0)
-        train_seconds = time.time() - self.epoch_started
+        evaluation_started = time.time()
         evaluation = evaluate(self.distiller.student, test_loader, device, precision, distributed)
+        # This student's share of the epoch: its steps, its part of the shared loading and
+        # teacher pass, its evaluation (for a run alone: the epoch's time).
+        seconds = self.train_seconds + time.time() - evaluation_started
         self.last_top1 = evaluation["top1"]
         improved = self.last_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, self.last_top1)
@@ -336,8 +343,8 @@ class _Student:
             "train_terms": {k: float(v) / max(self.seen, 1) for k, v in self.term_sums.items()},
             "test_images": evaluation["images"], "test_loss": evaluation["loss"],
             "test_top1": self.last_top1, "test_top5": evaluation["top5"],
-            "best_top1": self.best_top1, "seconds": time.time() - self.epoch_started,
-            "images_per_second": count / max(train_seconds, 1e-9),  # training steps only
+            "best_top1": self.best_top1, "seconds": seconds,
+            "images_per_second": count / max(self.train_seconds, 1e-9),  # training steps only
             "progress": (epoch + 1) / config.epochs,
         }  # fmt: skip
         self.history.append(record)
@@ -386,7 +393,7 @@ def _fit(
     teacher_path: str | None,
     distributed: Distributed,
     device: torch.device,
-    resume: bool,
+    resumes: Sequence[bool],
     group: str | None,
     on_progress: Callable[[int, dict[str, Any]], None] | None,
     should_stop: Callable[[int], bool] | None,
@@ -404,8 +411,10 @@ def _fit(
     teacher = load_teacher(first.with_overrides({"teacher": teacher_path}), num_classes)
     students = [
         _student(index, config, run_files, teacher, num_classes, distributed, device, precision,
-                 resume, group, on_progress)
-        for index, (config, run_files) in enumerate(zip(configs, files, strict=True))
+                 resumed, group, on_progress)
+        for index, (config, run_files, resumed) in enumerate(
+            zip(configs, files, resumes, strict=True)
+        )
     ]  # fmt: skip
     writes = distributed.is_main
     started = time.time()
@@ -420,13 +429,16 @@ def _fit(
         steps_per_epoch = max(len(loader), 1)
         for student in active:
             student.begin_epoch(device)
+        fetched = time.perf_counter()
         for batch_index, (images, labels) in enumerate(loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if device.type == "cuda" and first.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             training = [s for s in active if s.outcome is None]
+            loaded = time.perf_counter()
             shared = _teacher_outputs(training, images, precision, distributed)
+            _share_time(training, loaded - fetched, time.perf_counter() - loaded)
             for student in training:
                 try:
                     student.train_step(
@@ -441,6 +453,7 @@ def _fit(
                     student.stop(error, writes and student.files is not None)
             if all(s.outcome is not None for s in active):
                 break
+            fetched = time.perf_counter()
         for student in (s for s in active if s.outcome is None):
             try:
                 student.end_epoch(
@@ -485,7 +498,7 @@ def _student(
     if distributed.enabled:
         trainable = nn.parallel.DistributedDataParallel(TrainStep(distiller))
     student = _Student(index, config, files, distiller, trainable, optimizer, scaler, emit)
-    if resume and files is not None and files.last.exists():
+    if resume:
         state = load_training_state(files.last)
         distiller.student.load_state_dict(state["student"])
         distiller.objective.load_state_dict(state["objective"])
@@ -516,6 +529,16 @@ def _teacher_outputs(
         enabled=precision.dtype is not None,
     ):
         return needing[0].distiller.teacher_outputs(images)
+
+
+def _share_time(students: Sequence[_Student], data: float, teacher: float) -> None:
+    """Charge the batch's loading time to every student in equal parts, and the teacher's pass
+    to those that use it: alone, a student's images per second are those of its run."""
+    needing = [s for s in students if s.distiller.teacher is not None]
+    for student in students:
+        student.train_seconds += data / len(students)
+        if student.distiller.teacher is not None:
+            student.train_seconds += teacher / len(needing)
 
 
 def _save(

@@ -135,3 +135,66 @@ def test_a_second_process_sees_and_cancels_a_run_started_elsewhere(manager, tiny
     wait_for(manager, run_id, {"running"})
     manager.cancel(run_id)
     assert wait_for(manager, run_id, {"cancelled"}).state == "cancelled"
+
+
+def _group(tiny_config, teacher_checkpoint, epochs):
+    amd = tiny_config.with_overrides(
+        {"epochs": epochs, "teacher": teacher_checkpoint, "objective": {"ce": 1.0, "amd": 1000.0}}
+    )
+    vanilla = tiny_config.with_overrides({"epochs": epochs})
+    return [vanilla, amd]
+
+
+def test_a_group_trains_in_one_process_and_cancelling_one_leaves_the_other(
+    manager, tiny_config, teacher_checkpoint
+):
+    runs = manager.start_group(_group(tiny_config, teacher_checkpoint, 40), ["vanilla", "amd"])
+    ids = [r.run_id for r in runs]
+    statuses = [r.status for r in runs]
+    assert len({s["pid"] for s in statuses}) == 1 and len({s["group"] for s in statuses}) == 1
+    assert all(s["group_runs"] == ids for s in statuses)
+    _wait_for_checkpoint(RunFiles(manager.run_dir(ids[1])))
+    manager.cancel(ids[0])
+    wait_for(manager, ids[0], {"cancelled"})
+    assert manager.read(ids[1]).state == "running"  # the other student goes on
+    manager.cancel(ids[1])
+    wait_for(manager, ids[1], {"cancelled"})
+
+
+def test_a_killed_group_resumes_as_a_group_without_a_deleted_run(
+    manager, tiny_config, teacher_checkpoint
+):
+    third = tiny_config.with_overrides({"epochs": 3, "name": "third"})
+    configs = [*_group(tiny_config, teacher_checkpoint, 3), third]
+    runs = manager.start_group(configs, ["vanilla", "amd", "third"])
+    ids = [r.run_id for r in runs]
+    _wait_for_checkpoint(RunFiles(manager.run_dir(ids[1])))
+    os.killpg(manager.read(ids[0]).status["pid"], signal.SIGKILL)
+    assert {manager.read(i).state for i in ids} == {"failed"}
+    manager.delete(ids[2])
+    resumed = manager.resume(ids[1])
+    assert resumed.state in ("queued", "running")
+    assert manager.read(ids[0]).status["pid"] == resumed.status["pid"]  # one process again
+    for run_id in ids[:2]:
+        finished = wait_for(manager, run_id, {"finished", "failed"})
+        assert finished.state == "finished", finished.status
+        epochs = [
+            m["epoch"] for m in RunFiles(finished.path).read_metrics() if m["kind"] == "epoch"
+        ]
+        assert epochs[-1] == 3
+    assert manager.group_runs(ids[0]) == ids[:2]
+
+
+def test_group_input_that_cannot_train_never_starts_a_process(
+    manager, tiny_config, teacher_checkpoint
+):
+    configs = _group(tiny_config, teacher_checkpoint, 1)
+    with pytest.raises(ValueError, match="both named 'same'"):
+        manager.start_group(configs, ["same", "same"])
+    with pytest.raises(ValueError, match="at least one student"):
+        manager.start_group([], [])
+    with pytest.raises(ValueError, match="must share batch_size"):
+        manager.start_group(
+            [configs[0], configs[1].with_overrides({"batch_size": 8})], [None, None]
+        )
+    assert manager.list() == []
