@@ -4,10 +4,11 @@ lockstep), from :class:`TrainConfig` to run folders.
 Per step: the teacher's forward pass once, then for each student the distiller returns logits
 and named losses, the loop sums them, steps SGD and sets the scheduled rate. Per epoch:
 evaluation (top-1, top-5, loss), ``best`` when top-1 improves, a metrics line, then the ``last``
-checkpoint. Everything random is seeded from ``(seed, epoch)``, so resuming from ``last`` at an
-epoch boundary repeats the same run. Under ``torchrun`` (``WORLD_SIZE > 1``) the student is
-wrapped in DistributedDataParallel, the data are sharded, metrics are summed across processes
-and only rank 0 writes.
+checkpoint; with a teacher, the epoch's line also holds ``attention_cosine`` (see
+:mod:`kd_core.training.probe`). Everything random is seeded from ``(seed, epoch)``, so resuming
+from ``last`` at an epoch boundary repeats the same run. Under ``torchrun`` (``WORLD_SIZE > 1``)
+the student is wrapped in DistributedDataParallel, the data are sharded, metrics are summed
+across processes and only rank 0 writes.
 
 A group: every student sees the same batches in the same order (same data, batch size, seed
 and epochs), starts from the same initial weights when its architecture and seed are the same,
@@ -44,6 +45,7 @@ from kd_core.training.distiller import Distiller, build_distiller, load_teacher
 from kd_core.training.distributed import Distributed, TrainStep, distributed_from_env
 from kd_core.training.evaluation import evaluate
 from kd_core.training.optim import build_optimizer, lr_factor, set_lr
+from kd_core.training.probe import AttentionProbe
 from kd_core.training.run_files import RunFiles
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -320,9 +322,10 @@ class _Student:
 
     def end_epoch(
         self, epoch: int, test_loader: DataLoader, device: torch.device, precision: Precision,
-        distributed: Distributed, num_classes: int, writes: bool,
+        distributed: Distributed, num_classes: int, writes: bool, probe: AttentionProbe | None,
     ) -> None:  # fmt: skip
-        """Evaluate, save ``best`` when top-1 improved, write the metrics line, save ``last``."""
+        """Evaluate (and ``probe`` the attention), save ``best`` when top-1 improved, write the
+        metrics line, save ``last``."""
         config = self.config
         if distributed.enabled:
             dist.all_reduce(self.sums)
@@ -347,6 +350,8 @@ class _Student:
             "images_per_second": count / max(self.train_seconds, 1e-9),  # training steps only
             "progress": (epoch + 1) / config.epochs,
         }  # fmt: skip
+        if probe is not None:
+            record["attention_cosine"] = probe(self.distiller.student)
         self.history.append(record)
         # `best`, the metrics line, then `last`: a resume repeats every epoch after `last`
         # (identically: it is seeded), rewriting the other two, so a kill between these writes
@@ -417,6 +422,7 @@ def _fit(
         )
     ]  # fmt: skip
     writes = distributed.is_main
+    probe = AttentionProbe(teacher.to(device), test_set, device) if teacher is not None else None
     started = time.time()
     test_loader = _loader(test_set, first.batch_size * 2, False, None, distributed)
     for epoch in range(min(s.start_epoch for s in students), first.epochs):
@@ -458,7 +464,7 @@ def _fit(
             try:
                 student.end_epoch(
                     epoch, test_loader, device, precision, distributed, num_classes,
-                    writes and student.files is not None,
+                    writes and student.files is not None, probe,
                 )  # fmt: skip
             except Exception as error:
                 student.stop(error, writes and student.files is not None)

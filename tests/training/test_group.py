@@ -155,3 +155,20 @@ def test_empty_groups_two_teachers_and_shared_folders_are_refused(
         check_group([a, b])
     with pytest.raises(ValueError, match="share a run folder"):
         train_group([tiny_config, tiny_config], [tmp_path / "x", tmp_path / "x"])
+
+
+def test_every_epoch_line_of_a_run_with_a_teacher_probes_the_attention(
+    tmp_path, tiny_config, teacher_checkpoint
+):
+    """The probe sees the group's teacher, so the vanilla student is measured too; a student
+    equal to its teacher would score 1 (the probe is the Attention page's cosine)."""
+    group = configs(tiny_config, teacher_checkpoint, ("vanilla", "amd"))
+    dirs = [tmp_path / c.name for c in group]
+    train_group(group, dirs)
+    for run_dir in dirs:
+        cosines = [r["attention_cosine"] for r in RunFiles(run_dir).read_metrics()
+                   if r["kind"] == "epoch"]  # fmt: skip
+        assert len(cosines) == 2 and all(0.0 <= c <= 1.0 for c in cosines)
+    train(tiny_config, tmp_path / "alone")  # no teacher anywhere: nothing to compare with
+    epochs = [r for r in RunFiles(tmp_path / "alone").read_metrics() if r["kind"] == "epoch"]
+    assert all("attention_cosine" not in r for r in epochs)
