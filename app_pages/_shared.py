@@ -204,10 +204,14 @@ class Workspace:
         return ([self.teacher] if self.teacher else []) + list(self.students)
 
 
-def request_workspace(teacher: str | None = None, add_student: str | None = None) -> None:
-    """Change the workspace from a page (e.g. "use as teacher"): applied on the next run, before
-    the sidebar's widgets are drawn, then the app reruns."""
-    st.session_state[_PENDING] = {"teacher": teacher, "add_student": add_student}
+def request_workspace(
+    teacher: str | None = None, add_student: str | None = None, add_students: tuple = ()
+) -> None:
+    """Change the workspace from a page (e.g. "use as teacher", "put the group's students in
+    the workspace"): applied on the next run, before the sidebar's widgets are drawn, then the
+    app reruns."""
+    students = [*([add_student] if add_student else []), *add_students]
+    st.session_state[_PENDING] = {"teacher": teacher, "add_students": students}
     st.rerun()
 
 
@@ -217,10 +221,9 @@ def _apply_pending(keys: list[str]) -> None:
         return
     if pending["teacher"] in keys:
         st.session_state["ws_teacher"] = pending["teacher"]
-    student = pending["add_student"]
-    if student in keys:
-        current = [k for k in st.session_state.get("ws_students", []) if k in keys]
-        st.session_state["ws_students"] = current + ([student] if student not in current else [])
+    current = [k for k in st.session_state.get("ws_students", []) if k in keys]
+    added = [k for k in pending["add_students"] if k in keys and k not in current]
+    st.session_state["ws_students"] = current + added
 
 
 def _render_workspace() -> Workspace:

@@ -7,12 +7,14 @@ import streamlit as st
 import torch
 
 from app_pages._shared import FIGURE_CONFIG, request_workspace, run_manager, workspace
+from kd_core.analysis.errors import AnalysisError
 from kd_core.data import dataset_info
-from kd_core.figures.training import training_curves_figure
+from kd_core.figures.training import compare_runs_figure, training_curves_figure
 from kd_core.losses import list_losses
 from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_MARGIN, DEFAULT_SCALE
 from kd_core.models import list_models
 from kd_core.training.config import PRESETS
+from kd_core.training.methods import METHOD_SETS, METHODS
 from kd_core.training.run_files import FINAL_STATES, RunFiles
 from kd_core.views.distill import (
     CPU_IMAGES_PER_SECOND,
@@ -21,6 +23,7 @@ from kd_core.views.distill import (
     DistillForm,
     build_config,
     estimate_cpu_seconds,
+    group_configs,
     preset_form,
     split_size,
 )
@@ -30,6 +33,16 @@ from kd_core.workspace import list_checkpoints
 POLL_SECONDS = 2.0
 NO_TEACHER = "none"
 RUN_KEY = "distill_run_id"
+GROUP_KEY = "distill_group_runs"
+MODES = ("One run", "Compare methods")
+CUSTOM_SET = "custom"
+CLASS_SENTENCE = (
+    "What to look at when it ends: the second chart shows each student's attention coming to "
+    "the teacher's (cosine of the deepest attention maps on 64 test images; 1 means the same "
+    "map). AT and AMD pull it up from the first epoch, KD and training alone do not ask for "
+    "it; the first chart tells whether that buys accuracy at this short budget, and "
+    "docs/results.md gives the answer measured over three seeds."
+)
 MAIN_TERMS = ("ce", "kd", "at", "amd")
 TERM_HELP = {
     "ce": "Cross-entropy with the labels (needs no teacher).",
@@ -174,6 +187,62 @@ def _follow(run_id: str, was_active: bool) -> None:
             request_workspace(teacher=key)
 
 
+def _follow_group(run_ids: list[str], was_active: bool) -> None:
+    """The live view of a group: one table row per student and two charts that overlay the
+    students' test top-1 and attention cosine per epoch."""
+    manager = run_manager()
+    infos = []
+    for run_id in run_ids:
+        try:
+            infos.append(manager.read(run_id))
+        except ValueError:
+            st.info(f"The run {run_id} no longer exists (deleted on the Runs page).")
+    if not infos:
+        return
+    active = any(info.state not in FINAL_STATES for info in infos)
+    if was_active and not active:
+        st.rerun()  # the whole page: stop polling, show the final state
+    records = {info.run_id: list(RunFiles(info.path).read_metrics()) for info in infos}
+    labels = {info.run_id: objective_name(info.config) for info in infos}
+    st.subheader(f"Group of {len(infos)} students")
+    rows = []
+    for info in infos:
+        progress = run_progress(info, records[info.run_id])
+        probes = [r.get("attention_cosine") for r in records[info.run_id] if r["kind"] == "epoch"]
+        rows.append(
+            {
+                "method": labels[info.run_id], "state": info.state,
+                "epochs": f"{progress.epochs_done}/{progress.epochs}",
+                "last top-1 (%)": progress.last_top1,
+                "attention cosine": probes[-1] if probes else None, "run": info.run_id,
+            }
+        )  # fmt: skip
+    st.dataframe(rows, hide_index=True)
+    by_label = {labels[run_id]: records[run_id] for run_id in records}
+    if any(r["kind"] == "epoch" for rs in by_label.values() for r in rs):
+        for metric in ("test_top1", "attention_cosine"):
+            try:
+                figure = compare_runs_figure(by_label, metric)
+            except AnalysisError:  # no teacher: no attention probe
+                continue
+            st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
+    else:
+        st.caption("The charts appear after the first epoch.")
+    st.caption(CLASS_SENTENCE)
+    if active:
+        if st.button("Cancel the group", key="distill_cancel_group"):
+            for info in infos:
+                manager.cancel(info.run_id)
+            st.toast("Cancel requested: every student stops after its current step.")
+    elif any(RunFiles(info.path).best.is_file() for info in infos) and st.button(
+        "Put the group's students in the workspace",
+        key="distill_open_group",
+        help="Add every student's best checkpoint to the workspace, to compare them on the "
+        "other pages.",
+    ):
+        request_workspace(add_students=tuple(f"run:{info.run_id}" for info in infos))
+
+
 def _teacher_label(key: str) -> str:
     return "none (train the student alone)" if key == NO_TEACHER else entries[key].label
 
@@ -185,6 +254,16 @@ st.markdown(
     "loss terms, e.g. $L = 1 \\cdot \\mathrm{CE} + 1000 \\cdot L_{\\mathrm{AMD}}$. The run "
     "trains in the background (it survives closing the page) and is listed on the Runs page."
 )
+
+mode = st.radio(
+    "Mode",
+    MODES,
+    horizontal=True,
+    key=_key("mode"),
+    help="One run with the objective you compose, or several methods trained side by side as "
+    "one group: the same batches in the same order, the teacher's pass computed once.",
+)
+compare = mode == MODES[1]
 
 entries = {entry.key: entry for entry in list_checkpoints()}
 teacher_options = [NO_TEACHER, *entries]
@@ -223,51 +302,78 @@ if teacher is not None and teacher.dataset not in (None, ws.dataset):
         "teacher trained on the same classes."
     )
 
-st.header("Objective")
-weights: dict[str, float] = {}
-term_columns = st.columns(2)
-for index, term in enumerate(t for t in MAIN_TERMS if t in list_losses()):
-    with term_columns[index % 2]:
-        weights[term] = _weight_input(term, default_weights.get(term, 0.0))
-with st.expander("Other distillation terms"):
-    for term in list_losses():
-        if term not in weights:
+methods: list[str] = []
+if compare:
+    st.header("Methods")
+    set_names = [*METHOD_SETS, CUSTOM_SET]
+    chosen_set = st.selectbox(
+        "Method set",
+        set_names,
+        key=_key("method_set"),
+        help="classroom: vanilla, KD, AT, AMD; paper: the AMD paper's comparison; custom: "
+        "your own list.",
+    )
+    methods = st.multiselect(
+        "Methods",
+        list(METHODS),
+        default=list(METHOD_SETS.get(chosen_set, ())),
+        format_func=lambda name: METHODS[name].label,
+        key=_key(f"methods_{chosen_set}"),
+        help="One student each, at the community's weights (KD 0.1 CE + 0.9 KD, T = 4; AT and "
+        "AMD CE + 1000 x the loss).",
+    )
+if compare:  # each method sets its objective and parameters
+    weights: dict[str, float] = {"ce": 1.0}
+    amd_margin, amd_scale, amd_local = DEFAULT_MARGIN, DEFAULT_SCALE, False
+    kd_temperature = defaults.kd_temperature
+else:
+    st.header("Objective")
+    weights = {}
+    term_columns = st.columns(2)
+    for index, term in enumerate(t for t in MAIN_TERMS if t in list_losses()):
+        with term_columns[index % 2]:
             weights[term] = _weight_input(term, default_weights.get(term, 0.0))
-amd_column, kd_column = st.columns(2)
-with amd_column:
-    amd_margin = st.number_input(
-        "AMD margin m",
-        min_value=1.0,
-        max_value=4.0,
-        value=DEFAULT_MARGIN,
-        step=0.05,
-        key=_key("amd_margin"),
-        help="Angular margin: positive positions need cos(m θ) > 1 - cos θ (60° without margin).",
-    )
-    amd_scale = st.number_input(
-        "AMD scale s",
-        min_value=1.0,
-        max_value=256.0,
-        value=DEFAULT_SCALE,
-        step=1.0,
-        key=_key("amd_scale"),
-        help="Scale of the angular logits pos = s cos(m θ) and neg = s (1 - q).",
-    )
-    amd_local = st.toggle(
-        "AMD global + local",
-        key=_key("amd_local"),
-        help=f"Also apply AMD to the four quadrants of each map (weight {DEFAULT_LOCAL_WEIGHT}).",
-    )
-with kd_column:
-    kd_temperature = st.number_input(
-        "KD temperature T",
-        min_value=0.1,
-        max_value=20.0,
-        value=defaults.kd_temperature,
-        step=0.5,
-        key=_preset_key("kd_temperature", preset_name),
-        help="Softens both class distributions; the KD term is multiplied by T².",
-    )
+    with st.expander("Other distillation terms"):
+        for term in list_losses():
+            if term not in weights:
+                weights[term] = _weight_input(term, default_weights.get(term, 0.0))
+    amd_column, kd_column = st.columns(2)
+    with amd_column:
+        amd_margin = st.number_input(
+            "AMD margin m",
+            min_value=1.0,
+            max_value=4.0,
+            value=DEFAULT_MARGIN,
+            step=0.05,
+            key=_key("amd_margin"),
+            help="Angular margin: positive positions need cos(m θ) > 1 - cos θ (60° without "
+            "margin).",
+        )
+        amd_scale = st.number_input(
+            "AMD scale s",
+            min_value=1.0,
+            max_value=256.0,
+            value=DEFAULT_SCALE,
+            step=1.0,
+            key=_key("amd_scale"),
+            help="Scale of the angular logits pos = s cos(m θ) and neg = s (1 - q).",
+        )
+        amd_local = st.toggle(
+            "AMD global + local",
+            key=_key("amd_local"),
+            help="Also apply AMD to the four quadrants of each map (weight "
+            f"{DEFAULT_LOCAL_WEIGHT}).",
+        )
+    with kd_column:
+        kd_temperature = st.number_input(
+            "KD temperature T",
+            min_value=0.1,
+            max_value=20.0,
+            value=defaults.kd_temperature,
+            step=0.5,
+            key=_preset_key("kd_temperature", preset_name),
+            help="Softens both class distributions; the KD term is multiplied by T².",
+        )
 
 st.header("Schedule")
 st.selectbox(
@@ -361,7 +467,21 @@ st.info(_estimate_text(form, teacher.arch if teacher is not None else None))
 if gpu and device != "cpu":
     st.caption("On the GPU the run is much faster than this CPU estimate.")
 
-if st.button("Launch run", type="primary", help="Start the run in the background."):
+if compare and st.button(
+    "Launch the group", type="primary", help="Start every method's student side by side."
+):
+    try:
+        configs = group_configs(form, methods, preset_name)
+        launched_group = run_manager().start_group(configs, [c.name for c in configs])
+    except ValueError as error:
+        st.error(str(error))
+    except OSError as error:
+        st.error(f"The run folders could not be written ({error}); check the runs folder.")
+    else:
+        st.session_state[GROUP_KEY] = [info.run_id for info in launched_group]
+        st.session_state.pop(RUN_KEY, None)
+        st.toast(f"Group of {len(launched_group)} students started.")
+if not compare and st.button("Launch run", type="primary", help="Start the run in the background."):
     try:
         launched = run_manager().start(build_config(form, preset_name))
     except ValueError as error:
@@ -370,7 +490,21 @@ if st.button("Launch run", type="primary", help="Start the run in the background
         st.error(f"The run folder could not be written ({error}); check the runs folder.")
     else:
         st.session_state[RUN_KEY] = launched.run_id
+        st.session_state.pop(GROUP_KEY, None)
         st.toast(f"Run {launched.run_id} started.")
+
+group_ids = st.session_state.get(GROUP_KEY)
+if group_ids:
+    st.divider()
+    try:
+        group_active = any(
+            run_manager().read(run_id).state not in FINAL_STATES for run_id in group_ids
+        )
+    except ValueError:
+        group_active = False
+    st.fragment(run_every=POLL_SECONDS if group_active else None)(_follow_group)(
+        group_ids, group_active
+    )
 
 run_id = st.session_state.get(RUN_KEY)
 if run_id:

@@ -18,7 +18,7 @@ from kd_core.views.runs import (
     log_tail,
     objective_name,
     records_csv,
-    run_row,
+    table_rows,
 )
 
 COMPARE_METRICS = ("test_top1", "train_top1", "test_loss", "train_loss", "loss", "lr")
@@ -53,16 +53,34 @@ if not runs:
 
 records = {info.run_id: list(RunFiles(info.path).read_metrics()) for info in runs}
 by_id = {info.run_id: info for info in runs}
-rows = [run_row(info, records[info.run_id]) for info in runs]
+rows, groups = table_rows(runs, records)
 st.caption(
-    f"{len(runs)} run(s) in {project_path(manager.root)}, newest first. Runs train in "
-    "the background; press Refresh to see their progress."
+    f"{len(runs)} run(s) in {project_path(manager.root)}, newest first; a group's students "
+    "(trained side by side) share one row, opened below. Runs train in the background; press "
+    "Refresh to see their progress."
 )
 st.dataframe(
     rows,
     hide_index=True,
     column_config={"best top-1 (%)": PERCENT, "last top-1 (%)": PERCENT},
 )
+for group, members in groups.items():
+    with st.expander(f"{group}: {len(members)} students trained side by side"):
+        st.dataframe(
+            members,
+            hide_index=True,
+            column_config={"best top-1 (%)": PERCENT, "last top-1 (%)": PERCENT},
+        )
+        member_records = {m["run"]: records[m["run"]] for m in members}
+        if any(epoch_records(r) for r in member_records.values()):
+            st.plotly_chart(
+                compare_runs_figure(member_records, "test_top1"), width="stretch",
+                config=FIGURE_CONFIG, key=f"runs_group_{group}",
+            )  # fmt: skip
+        st.download_button(
+            "Download the group's table (CSV)", records_csv(members),
+            file_name=f"{group}.csv", mime="text/csv", key=f"runs_group_csv_{group}",
+        )  # fmt: skip
 left, right = st.columns(2)
 left.button("Refresh", help="Read the run folders again.")
 right.download_button(

@@ -41,6 +41,7 @@ METRIC_TITLES = {
     "lr": "learning rate",
     "images_per_second": "training speed (images / s)",
     "seconds": "epoch time (s)",
+    "attention_cosine": "attention cosine to the teacher (deepest stage, 64 test images)",
 }
 NO_DATA = "No data yet: the run has not logged any record."
 

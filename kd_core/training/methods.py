@@ -45,10 +45,10 @@ METHODS: dict[str, Method] = {
     "amd_kd": Method("AMD+KD", {"ce": 0.1, "kd": 0.9, "amd": 1000.0}, KD_PARAMS),
 }
 METHOD_SETS: dict[str, tuple[str, ...]] = {
-    # The paper's comparison: AMD and its variants against KD and AT.
-    "paper": ("kd", "at", "amd", "amd_local", "amd_kd"),
     # A class's first look: training alone, the two classic teachers' signals, and AMD.
     "classroom": ("vanilla", "kd", "at", "amd"),
+    # The paper's comparison: AMD and its variants against KD and AT.
+    "paper": ("kd", "at", "amd", "amd_local", "amd_kd"),
 }
 
 

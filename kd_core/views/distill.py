@@ -13,8 +13,9 @@ Following the run once it is launched is :mod:`kd_core.views.runs`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from kd_core.losses.amd import DEFAULT_MARGIN, DEFAULT_SCALE
 from kd_core.losses.registry import build_loss, loss_class
 from kd_core.training.config import TrainConfig, preset
 from kd_core.training.device import resolve_device
+from kd_core.training.methods import METHOD_SETS, METHODS, method_set
 from kd_core.training.runs import check_config_for_launch
 
 DEFAULT_PRESET = "shapes-short"
@@ -83,7 +85,7 @@ def preset_form(preset_name: str = DEFAULT_PRESET) -> DistillForm:
     temperature and dataset (objective: cross-entropy alone).
 
     >>> preset_form("shapes-short").epochs
-    10
+    3
     """
     try:
         config = preset(preset_name)
@@ -172,6 +174,44 @@ def build_config(form: DistillForm, preset_name: str = DEFAULT_PRESET) -> TrainC
     except ValueError as error:
         raise AnalysisError(str(error)) from None
     return config
+
+
+def group_configs(
+    form: DistillForm, methods: Sequence[str], preset_name: str = DEFAULT_PRESET
+) -> list[TrainConfig]:
+    """One configuration per method of ``methods`` (names of
+    :data:`~kd_core.training.methods.METHODS`), trained side by side as one group: the form's
+    networks, data and schedule, each method's objective and parameters, the teacher for the
+    methods that use one; named ``<run name>-<method>`` (``compare-<method>`` without a name).
+
+    Raises:
+        AnalysisError: no method, an unknown or repeated one, methods that need a teacher when
+            there is none, or anything :func:`build_config` refuses.
+    """
+    if not methods:
+        raise AnalysisError(
+            f"Choose at least one method to compare (e.g. the classroom set: "
+            f"{', '.join(METHOD_SETS['classroom'])})."
+        )
+    try:
+        names = method_set(",".join(methods))
+    except ValueError as error:
+        raise AnalysisError(str(error)) from None
+    needing = [METHODS[name].label for name in names if METHODS[name].uses_teacher]
+    if form.teacher is None and needing:
+        raise AnalysisError(
+            f"{', '.join(needing)} distil from a teacher, and no teacher is chosen: choose a "
+            "teacher, or compare vanilla runs only."
+        )
+    base = build_config(dataclasses.replace(form, weights={"ce": 1.0}), preset_name)
+    prefix = form.name.strip() or "compare"
+    configs = []
+    for name in names:
+        method = METHODS[name]
+        teacher = form.teacher if method.uses_teacher else None
+        overrides = {**method.overrides(), "name": f"{prefix}-{name}", "teacher": teacher}
+        configs.append(base.with_overrides(overrides))
+    return configs
 
 
 def split_size(dataset: str, split: str, limit: int | None = None) -> int | None:

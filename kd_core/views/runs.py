@@ -245,3 +245,61 @@ def log_tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def group_of(info: RunInfo) -> str | None:
+    """The id of the group ``info`` trained in, or ``None`` for a run alone."""
+    group = info.status.get("group")
+    return group if isinstance(group, str) and group else None
+
+
+def _epochs_done(text: str) -> int:
+    """``"3/10"`` -> 3 (the runs table's epochs column)."""
+    done = text.split("/", 1)[0]
+    return int(done) if done.isdigit() else -1
+
+
+def _state_summary(states: Sequence[str]) -> str:
+    counts = {state: states.count(state) for state in dict.fromkeys(states)}
+    if len(counts) == 1:
+        return states[0]
+    return ", ".join(f"{count} {state}" for state, count in counts.items())
+
+
+def table_rows(
+    runs: Sequence[RunInfo], records: Mapping[str, Sequence[Record]], now: float | None = None
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The runs table, in the order of ``runs``: one row per run alone and one per group (at
+    its first run), and each group's own rows by group id, for the row that expands."""
+    rows: list[dict[str, Any]] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for info in runs:
+        row = run_row(info, records.get(info.run_id, ()), now)
+        group = group_of(info)
+        if group is None:
+            rows.append(row)
+            continue
+        if group not in groups:
+            groups[group] = []
+            rows.append({"run": group})
+        groups[group].append(row)
+    for row in rows:
+        members = groups.get(row["run"])
+        if members is None:
+            continue
+        teachers = {m["teacher"] for m in members} - {"none"}
+        row.update(
+            {
+                "state": _state_summary([m["state"] for m in members]),
+                "student": ", ".join(dict.fromkeys(m["student"] for m in members)),
+                "teacher": ", ".join(sorted(teachers)) or "none",
+                "objective": f"group of {len(members)}: "
+                + ", ".join(m["objective"] for m in members),
+                "epochs": max((m["epochs"] for m in members), key=_epochs_done),
+                "best top-1 (%)": None,
+                "last top-1 (%)": None,
+                "duration": members[0]["duration"],
+                "created": members[0]["created"],
+            }
+        )
+    return rows, groups

@@ -157,3 +157,21 @@ def test_a_failed_run_is_resumed_then_cancelled(app, runs_root):
         assert time.monotonic() < deadline, (runs_root / AMD / "train.log").read_text()
         time.sleep(0.5)
     assert state == "cancelled"
+
+
+def test_a_group_is_one_row_that_opens_into_its_students(runs_root):
+    ids = ["20260102-100000-class-vanilla", "20260102-100000-class-amd"]
+    for run_id, objective, top1 in zip(
+        ids, [{"ce": 1.0}, {"ce": 1.0, "amd": 1000.0}], [[40.0, 50.0], [45.0, 58.0]], strict=True
+    ):
+        files = write_run(runs_root, run_id, "finished", top1, objective)
+        files.update_status(group="group-class", group_runs=ids)
+    write_run(runs_root, VANILLA, "finished", [30.0], {"ce": 1.0})
+    at = start_app()
+    table, members = at.main.dataframe[0].value, at.main.dataframe[1].value
+    assert list(table["run"]) == ["group-class", VANILLA]
+    assert table["objective"][0] == "group of 2: vanilla, AMD"
+    assert list(members["run"]) == ids
+    assert list(members["best top-1 (%)"]) == [50.0, 58.0]
+    [expander] = [e for e in at.main.expander if e.label.startswith("group-class")]
+    assert "2 students trained side by side" in expander.label

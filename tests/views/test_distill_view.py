@@ -9,10 +9,12 @@ import pytest
 
 from kd_core.analysis.errors import AnalysisError
 from kd_core.training.config import TrainConfig
+from kd_core.training.trainer import check_group
 from kd_core.views.distill import (
     DistillForm,
     build_config,
     estimate_cpu_seconds,
+    group_configs,
     preset_form,
     split_size,
 )
@@ -37,8 +39,8 @@ def test_the_form_becomes_the_preset_with_the_form_values(form):
     assert (config.epochs, config.limit_train, config.limit_test) == (4, 64, None)
     assert config.name == "amd-demo"
     assert config.teacher == form.teacher
-    # the shapes-short preset's optimiser: cosine with one warm-up epoch
-    assert (config.optimizer.schedule, config.optimizer.warmup_epochs) == ("cosine", 1.0)
+    # the shapes-short preset's optimiser: cosine with a 0.2-epoch warm-up
+    assert (config.optimizer.schedule, config.optimizer.warmup_epochs) == ("cosine", 0.2)
     saved = json.loads(json.dumps(config.to_dict()))
     assert TrainConfig.from_dict(saved).to_dict() == config.to_dict()
 
@@ -52,8 +54,8 @@ def test_zero_weights_are_dropped_and_parameters_follow_the_terms(form):
 
 
 def test_short_runs_fit_the_preset_schedule(form):
-    form.epochs = 1
-    assert build_config(form).optimizer.warmup_epochs == 0.5
+    form.epochs = 1  # the warm-up never takes more than half the run
+    assert build_config(form).optimizer.warmup_epochs == min(0.2, 1 / 2)
     form.epochs = 24
     cifar = build_config(form, "cifar100").optimizer
     assert (cifar.schedule, tuple(cifar.milestones)) == ("step", (15, 18, 21))
@@ -82,7 +84,7 @@ def test_bad_forms_raise_a_sentence(form, changes, message):
 
 def test_presets_fill_the_form():
     short = preset_form("shapes-short")
-    assert (short.epochs, short.batch_size, short.lr, short.kd_temperature) == (10, 64, 0.05, 4.0)
+    assert (short.epochs, short.batch_size, short.lr, short.kd_temperature) == (3, 128, 0.1, 4.0)
     assert preset_form("cifar100").epochs == 240
     with pytest.raises(AnalysisError, match="accepted presets"):
         preset_form("imagenet")
@@ -92,9 +94,9 @@ def test_presets_fill_the_form():
 
 
 def test_split_sizes():
-    assert split_size("shapes", "train") == 10_000
+    assert split_size("shapes", "train") == 50_000
     assert split_size("shapes", "test", limit=64) == 64
-    assert split_size("shapes", "test", limit=0) == 2_000
+    assert split_size("shapes", "test", limit=0) == 10_000
     assert split_size("cifar100", "train", limit=99_999) == 50_000
     assert split_size("imagefolder", "train") is None
     assert split_size("imagefolder", "train", limit=500) == 500
@@ -116,3 +118,32 @@ def test_estimate_scales_with_epochs_and_knows_what_it_does_not_know():
     )
     assert estimate_cpu_seconds("vgg8", 1, 1000) is None
     assert estimate_cpu_seconds("resnet8", 1, 1000, teacher="vgg13") is None
+
+
+# -- compare mode ----------------------------------------------------------------------------------
+
+
+def test_a_group_has_one_config_per_method_and_the_teacher_where_used(form):
+    form.name = "class"
+    configs = group_configs(form, ["vanilla", "kd", "at", "amd"])
+    assert [c.name for c in configs] == ["class-vanilla", "class-kd", "class-at", "class-amd"]
+    assert [c.teacher is None for c in configs] == [True, False, False, False]
+    assert configs[1].objective == {"ce": 0.1, "kd": 0.9}
+    assert configs[1].loss_params == {"kd": {"temperature": 4.0}}
+    assert {(c.epochs, c.batch_size, c.seed) for c in configs} == {(form.epochs, 64, 0)}
+    check_group(configs)  # they can train side by side
+
+
+@pytest.mark.parametrize(
+    ("methods", "teacher", "message"),
+    [
+        ([], True, "at least one method"),
+        (["amd", "amd"], True, "listed twice"),
+        (["vanilla", "kd"], False, "KD distil from a teacher, and no teacher is chosen"),
+    ],
+)
+def test_a_group_that_cannot_train_gets_one_sentence(form, methods, teacher, message):
+    if not teacher:
+        form.teacher = None
+    with pytest.raises(AnalysisError, match=message):
+        group_configs(form, methods)

@@ -17,12 +17,14 @@ from kd_core.views.runs import (
     epoch_records,
     final_metrics,
     format_duration,
+    group_of,
     log_tail,
     queue_position,
     records_csv,
     run_duration,
     run_progress,
     run_row,
+    table_rows,
     teacher_name,
 )
 
@@ -152,3 +154,21 @@ def test_log_tail(tmp_path):
     log.write_text("".join(f"line {i}\n" for i in range(50)))
     assert log_tail(log, 3) == "line 47\nline 48\nline 49"
     assert log_tail(tmp_path / "missing.log") == ""
+
+
+def test_a_group_is_one_row_that_expands_into_its_students():
+    alone = run_info(run_id="r-alone")
+    group = {"group": "group-g1", "group_runs": ["g-vanilla", "g-amd"]}
+    vanilla = run_info(run_id="g-vanilla", **group, epochs_done=2, best_top1=60.0)
+    vanilla.config.update(objective={"ce": 1.0}, teacher=None)
+    amd = run_info(run_id="g-amd", **group, state="running", epochs_done=1, best_top1=65.0)
+    amd.config["teacher"] = "assets/checkpoints/teacher_resnet20.pt"
+    rows, groups = table_rows([alone, vanilla, amd], {})
+    assert [row["run"] for row in rows] == ["r-alone", "group-g1"]
+    assert [row["run"] for row in groups["group-g1"]] == ["g-vanilla", "g-amd"]
+    summary = rows[1]
+    assert summary["objective"] == "group of 2: vanilla, AMD"
+    assert summary["state"] == "1 finished, 1 running"
+    assert summary["teacher"] == "teacher_resnet20"
+    assert summary["best top-1 (%)"] is None
+    assert group_of(alone) is None and group_of(amd) == "group-g1"
