@@ -81,6 +81,10 @@ for group, members in groups.items():
             "Download the group's table (CSV)", records_csv(members),
             file_name=f"{group}.csv", mime="text/csv", key=f"runs_group_csv_{group}",
         )  # fmt: skip
+st.caption(
+    f"Every run also writes TensorBoard event files: `tensorboard --logdir "
+    f"{project_path(manager.root)}` shows their curves, configurations and final metrics."
+)
 left, right = st.columns(2)
 left.button("Refresh", help="Read the run folders again.")
 right.download_button(

@@ -47,6 +47,7 @@ from kd_core.training.evaluation import evaluate
 from kd_core.training.optim import build_optimizer, lr_factor, set_lr
 from kd_core.training.probe import AttentionProbe
 from kd_core.training.run_files import RunFiles
+from kd_core.training.tensorboard import TensorBoardLog, open_log
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 GROUP_FIELDS = (
@@ -261,6 +262,7 @@ class _Student:
     last_top1: float = math.nan
     history: list[dict[str, Any]] = field(default_factory=list)
     outcome: TrainResult | Exception | None = None
+    board: TensorBoardLog | None = None
     sums: Tensor | None = None
     term_sums: dict[str, Tensor] = field(default_factory=dict)
     seen: int = 0
@@ -373,8 +375,11 @@ class _Student:
             _save(self.files.last, student, config, num_classes, metadata, state)
 
     def stop(self, outcome: TrainResult | Exception, writes: bool) -> None:
-        """Record how this student ended, in its status too."""
+        """Record how this student ended, in its status and its TensorBoard log too."""
         self.outcome = outcome
+        if self.board is not None:
+            finished = isinstance(outcome, TrainResult)
+            self.board.close(*((outcome.best_top1, outcome.last_top1) if finished else ()))
         if not writes:
             return
         if isinstance(outcome, RunCancelled):
@@ -493,10 +498,13 @@ def _student(
     optimizer = build_optimizer(distiller.parameters(), config.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     writes = files is not None and distributed.is_main
+    board: TensorBoardLog | None = None  # opened below, once the resumed step is known
 
     def emit(record: dict[str, Any]) -> None:
         if writes:
             files.append_metrics(record)
+            if board is not None:
+                board.record(record)
         if on_progress is not None and distributed.is_main:
             on_progress(index, record)
 
@@ -514,6 +522,7 @@ def _student(
         student.step = state["step"]
         student.last_top1 = files.read_status().get("last_top1", math.nan)
     if writes:
+        board = student.board = open_log(files.dir, config, student.step + 1 if resume else None)
         files.update_status(
             state="running", started_at=time.time(), pid=os.getpid(), error=None,
             **({"group": group} if group else {}), **_environment(device, precision),
