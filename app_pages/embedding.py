@@ -54,6 +54,7 @@ from kd_core.views.embedding import (
     stages_key,
 )
 from kd_core.views.image_browser import distinct_names, thumbnails
+from kd_core.views.projector import projector_zip
 
 # (Comments, not docstrings: Streamlit's "magic" would print a bare string on the page.)
 CKA_SAMPLES = 500  # CKA compares N x N Gram matrices of raw stage features: at most this many
@@ -93,6 +94,13 @@ def _maps(
 @st.cache_data(show_spinner=False, max_entries=8)
 def _cka(key: str, _features: Sequence[FeatureSet]) -> dict[str, CKAMatrix]:
     return cka_matrices(_features)
+
+
+def _projector_export(features: list[FeatureSet], dataset: Dataset, dataset_name: str) -> bytes:
+    """The projector zip, built when the download is clicked (on Streamlit's own thread)."""
+    indices = features[0].indices
+    images = denormalize(torch.stack([dataset[int(i)][0] for i in indices]), dataset_name)
+    return projector_zip(features, images)
 
 
 # ------------------------------------------------------------------ sections
@@ -357,6 +365,16 @@ if maps is not None:
         mime="text/csv",
         key=_key("csv"),
         help="One row per model and sample: model, sample index in the split, true class, x, y.",
+    )
+    st.download_button(
+        "Features for TensorBoard's projector (zip)",
+        lambda: _projector_export(features, dataset, ws.dataset),
+        file_name="projector.zip",
+        mime="application/zip",
+        key=_key("projector"),
+        help="The pooled features of every model on these samples, with metadata (model, "
+        "class, prediction, correct) and a sprite of the images: unzip, then `tensorboard "
+        "--logdir projector` and open the Projector tab.",
     )
     st.subheader("Selected samples")
     try:

@@ -8,6 +8,7 @@ Commands (one function each, ``cmd_<name>``):
   which overrides the preset); with ``--compare METHODS`` one student per method, trained
   side by side as one group.
 * ``eval CKPT --dataset NAME``: top-1, top-5 and loss of a checkpoint on a dataset split.
+* ``projector OUT --teacher PATH [--students PATH ...]``: features for TensorBoard's projector.
 
 Errors never show a traceback: a bad input (any :class:`~kd_core.checkpoints.CheckpointError`
 or usage error) prints one line on stderr and exits with status 2; anything unexpected prints
@@ -297,6 +298,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projector(args: argparse.Namespace) -> int:
+    """Write the pooled features of a teacher and its students for TensorBoard's projector."""
+    from pathlib import Path
+
+    import torch
+
+    from kd_core.analysis.extraction import extract_feature_set
+    from kd_core.checkpoints import load_checkpoint
+    from kd_core.data import create_dataset, denormalize
+    from kd_core.views.projector import write_projector
+
+    dataset = create_dataset(args.dataset, split=args.split, root=args.data_root, augment=False)
+    feature_sets = []
+    for role, path in [("teacher", args.teacher), *(("student", s) for s in args.students)]:
+        loaded = load_checkpoint(path)
+        name = f"{role} {Path(path).stem} ({loaded.arch})"
+        model = loaded.model.float()
+        feature_sets.append(
+            extract_feature_set(model, dataset, name=name, arch=loaded.arch, samples=args.samples)
+        )
+    indices = feature_sets[0].indices
+    images = denormalize(torch.stack([dataset[int(i)][0] for i in indices]), args.dataset)
+    folder = write_projector(Path(args.out), feature_sets, images)
+    print(f"wrote {len(feature_sets)} embeddings of {len(indices)} samples to {folder}; open "
+          f"them with: tensorboard --logdir {folder}  (Projector tab)")  # fmt: skip
+    return 0
+
+
 def _add_train_parser(commands) -> None:
     train = commands.add_parser(
         "train", help="train a student (alone or distilled from a teacher)",
@@ -347,6 +376,21 @@ def _add_train_parser(commands) -> None:
     evaluate.add_argument("--device", default="auto", metavar="DEV")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_eval)
+
+    projector = commands.add_parser(
+        "projector", help="export features for TensorBoard's projector",
+        description="The pooled features of a teacher and its students on the same samples, "
+        "with metadata and a sprite of the images, in the folder layout TensorBoard's "
+        "projector reads.",
+    )  # fmt: skip
+    projector.add_argument("out", metavar="OUT", help="a new (or empty) folder")
+    projector.add_argument("--teacher", required=True, metavar="PATH")
+    projector.add_argument("--students", nargs="*", default=[], metavar="PATH")
+    projector.add_argument("--dataset", default="shapes", metavar="NAME")
+    projector.add_argument("--data-root", metavar="DIR")
+    projector.add_argument("--split", default="test", choices=["train", "test"])
+    projector.add_argument("--samples", type=int, default=1000, metavar="N")
+    projector.set_defaults(handler=cmd_projector)
 
 
 def build_parser() -> argparse.ArgumentParser:

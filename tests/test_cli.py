@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from google.protobuf import text_format
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 from kd_core import checkpoints, cli
 
@@ -148,3 +150,26 @@ def test_one_function_per_subcommand():
     parser = cli.build_parser()
     args = parser.parse_args(["inspect", "x.pth", "--json"])
     assert args.handler is cli.cmd_inspect and args.json and args.path == "x.pth"
+
+
+def test_projector_export_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "projector"
+    assets = ROOT / "assets" / "checkpoints"
+    status = cli.main(
+        [
+            "projector",
+            str(out),
+            "--teacher",
+            str(assets / "teacher_resnet20.pt"),
+            "--students",
+            str(assets / "student_resnet8_amd.pt"),
+            "--samples",
+            "50",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    config = text_format.Parse((out / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    assert len(config.embeddings) == 2
+    assert "tensorboard --logdir" in capsys.readouterr().out
+    assert cli.main(["projector", str(out), "--teacher", str(assets / "teacher_resnet20.pt")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err

@@ -148,8 +148,9 @@ def test_default_pca_map_one_panel_per_model_and_cka(app, teacher_features):
     np.testing.assert_array_equal(panels[MODELS[0]]["name"], names)
 
     assert any("Drag a lasso around points" in i.value for i in app.info)
-    [download] = app.get("download_button")
+    download, projector = app.get("download_button")
     assert download.proto.label == "Coordinates (CSV)"
+    assert projector.proto.label == "Features for TensorBoard's projector (zip)"
     assert [t.label for t in app.tabs] == MODELS[1:]  # one CKA tab per student
     heatmaps = _heatmaps(app)
     assert len(heatmaps) == 2
