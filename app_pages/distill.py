@@ -385,33 +385,27 @@ st.selectbox(
     "momentum 0.9, weight decay 5e-4) and schedule are used for the run.",
 )
 left, middle, right = st.columns(3)
-epochs = left.number_input(
-    "Epochs",
-    min_value=1,
-    max_value=1000,
-    value=defaults.epochs,
-    step=1,
-    key=_preset_key("epochs", preset_name),
-    help="Passes over the data.",
-)
-batch_size = middle.number_input(
-    "Batch size",
-    min_value=1,
-    max_value=4096,
-    value=defaults.batch_size,
-    step=16,
-    key=_preset_key("batch_size", preset_name),
-    help="Images per training step.",
-)
-lr = right.number_input(
-    "Learning rate",
-    min_value=0.0,
-    max_value=10.0,
-    value=defaults.lr,
-    step=0.01,
-    format="%.4f",
-    key=_preset_key("lr", preset_name),
-    help="SGD's base rate, with the preset's warm-up and decay.",
+# label, field, its range and step: the preset fills the value
+SCHEDULE_FIELDS = (
+    ("Epochs", "epochs", (1, 1000), 1, "Passes over the data."),
+    ("Batch size", "batch_size", (1, 4096), 16, "Images per training step."),
+    ("Learning rate", "lr", (0.0, 10.0), 0.01, "SGD's base rate, with the preset's warm-up and "
+     "decay."),
+)  # fmt: skip
+epochs, batch_size, lr = (
+    column.number_input(
+        label,
+        min_value=low,
+        max_value=high,
+        value=getattr(defaults, name),
+        step=step,
+        format="%.4f" if name == "lr" else None,
+        key=_preset_key(name, preset_name),
+        help=help_text,
+    )
+    for column, (label, name, (low, high), step, help_text) in zip(
+        (left, middle, right), SCHEDULE_FIELDS, strict=True
+    )
 )
 limit_train = _whole_number(
     left, "Limit training images", "limit_train", 64,

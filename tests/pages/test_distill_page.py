@@ -70,7 +70,7 @@ def test_preset_fills_the_schedule(app):
     _widget(app.main.selectbox, "Preset").set_value("cifar100").run()
     assert not app.exception
     assert _number(app, "Epochs").value == 240
-    assert _number(app, "Batch size").value == 128
+    assert _number(app, "Batch size").value == 64
 
 
 @pytest.mark.parametrize(
