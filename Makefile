@@ -56,11 +56,11 @@ screenshots: $(DEV_STAMP) chromium
 bench: $(DEV_STAMP) chromium
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; PYTHONPATH=. $(BIN)/python $$f || exit 1; done
 
-## assets: retrain the bundled teacher and students on shapes (about an hour on 2 CPU cores)
+## assets: retrain the bundled teacher and its six students on shapes (about 95 minutes on 2 CPU cores)
 assets: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_assets.py
 
-## table: the results table in docs/results.md (about 75 minutes on 2 CPU cores; needs assets)
+## table: the results table in docs/results.md (about 2 hours on 2 CPU cores, resumable; needs assets)
 table: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_table.py
 

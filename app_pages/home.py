@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from app_pages._shared import workspace
+from app_pages._shared import FIGURE_CONFIG, MARGIN_SLIDER, workspace
 from kd_core.figures.margin import boundary_angle, margin_figure
-from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_MARGIN, DEFAULT_SCALE
+from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_SCALE
+from kd_core.workspace import bundled_checkpoints
 
 st.title("Angular margin-based distillation (AMD)")
 st.markdown(
@@ -46,6 +47,28 @@ if roles:
     )
 else:
     st.info("No checkpoint yet: upload one in the Checkpoint inspector or train one in Distill.")
+
+bundled = bundled_checkpoints()
+if bundled:
+    with st.expander(f"The {len(bundled)} bundled checkpoints and their accuracy"):
+        st.dataframe(
+            [
+                {
+                    "checkpoint": entry.label.split(" · ")[0],
+                    "role": entry.role,
+                    "top-1 (%)": entry.top1,
+                    "key": entry.key,
+                }
+                for entry in bundled
+            ],
+            hide_index=True,
+        )
+        st.caption(
+            "Top-1 of each shipped file on the whole `shapes` test split. Every student learnt "
+            "from the bundled teacher with the same recipe and seed; pick any of them in the "
+            "sidebar. Three seeds of each method, with confidence intervals and what each "
+            "student took from its teacher: `docs/results.md` (`make table`)."
+        )
 
 st.header("The loss of one layer")
 st.markdown(
@@ -93,11 +116,7 @@ controls, metrics = st.columns([2, 1])
 with controls:
     margin = st.slider(
         "Angular margin m",
-        min_value=1.0,
-        max_value=2.5,
-        value=DEFAULT_MARGIN,
-        step=0.05,
-        format="%.2f",
+        **MARGIN_SLIDER,
         help="Multiplies the angle in pos = s·cos(mθ). 1 means no margin; the paper uses 1.35.",
     )
     scale = st.select_slider(
@@ -122,4 +141,4 @@ with metrics:
         f"{no_margin:.1f}°",
         help="cos θ = 1 − cos θ, i.e. q = 1/2.",
     )
-st.plotly_chart(margin_figure(margin, scale), width="stretch")
+st.plotly_chart(margin_figure(margin, scale), width="stretch", config=FIGURE_CONFIG)

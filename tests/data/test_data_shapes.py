@@ -43,17 +43,17 @@ def test_a_prefix_is_the_start_of_the_whole_split():
 
 def test_arrays_have_the_documented_types_and_shapes(shapes_test):
     a = shapes_test
-    assert a.images.shape == (2000, 32, 32, 3) and a.images.dtype == np.uint8
-    assert a.masks.shape == (2000, 32, 32) and a.masks.dtype == np.bool_
-    assert a.labels.shape == (2000,) and a.labels.dtype == np.int64
-    assert a.centers.shape == (2000, 2) and a.sizes.shape == a.angles.shape == (2000,)
+    assert a.images.shape == (10_000, 32, 32, 3) and a.images.dtype == np.uint8
+    assert a.masks.shape == (10_000, 32, 32) and a.masks.dtype == np.bool_
+    assert a.labels.shape == (10_000,) and a.labels.dtype == np.int64
+    assert a.centers.shape == (10_000, 2) and a.sizes.shape == a.angles.shape == (10_000,)
 
 
 def test_split_sizes_and_exact_class_balance(shapes_train, shapes_test):
-    assert SPLIT_SIZES == {"train": 10_000, "test": 2_000}
-    assert len(shapes_train) == 10_000 and len(shapes_test) == 2_000
-    assert np.bincount(shapes_train.labels, minlength=10).tolist() == [1000] * 10
-    assert np.bincount(shapes_test.labels, minlength=10).tolist() == [200] * 10
+    assert SPLIT_SIZES == {"train": 50_000, "test": 10_000}
+    assert len(shapes_train) == 50_000 and len(shapes_test) == 10_000
+    assert np.bincount(shapes_train.labels, minlength=10).tolist() == [5000] * 10
+    assert np.bincount(shapes_test.labels, minlength=10).tolist() == [1000] * 10
     # Any prefix is close to balanced too (balanced per chunk of 500, shuffled).
     counts = np.bincount(shapes_train.labels[:300], minlength=10)
     assert counts.min() >= 15 and counts.max() <= 45
@@ -207,7 +207,7 @@ def test_training_augmentation_is_a_padded_crop_with_optional_flip():
 
 def test_limit_and_seed():
     assert len(create_dataset("shapes", split="test", limit=0)) == 0
-    assert len(create_dataset("shapes", split="test", limit=10_000)) == 2000
+    assert len(create_dataset("shapes", split="test", limit=20_000)) == 10_000
     one = create_dataset("shapes", split="test", seed=1, limit=5)
     zero = create_dataset("shapes", split="test", seed=0, limit=5)
     assert not torch.equal(one.images, zero.images)

@@ -50,7 +50,7 @@ def test_round_trip(fresh_cache, monkeypatch):
     _no_rendering(monkeypatch)
     second = load_shapes("test", seed=4)
     assert _equal(first, second)
-    assert _equal(second, render_shapes(2000, 4, "test"))
+    assert _equal(second, render_shapes(10_000, 4, "test"))
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_round_trip(fresh_cache, monkeypatch):
         lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 3]),
         lambda path: np.savez(path, images=np.zeros((3, 32, 32, 3), np.uint8)),
         lambda path: np.savez(
-            path, **{f: np.zeros(2000, np.float64) for f in FIELDS}
+            path, **{f: np.zeros(10_000, np.float64) for f in FIELDS}
         ),  # right keys, wrong dtypes and shapes
     ],
     ids=["garbage", "truncated", "missing-keys", "wrong-arrays"],
@@ -71,7 +71,7 @@ def test_a_bad_cache_file_is_regenerated(damage, fresh_cache, shapes_test):
     damage(path)
     assert _equal(load_shapes("test", seed=0), shapes_test)
     with np.load(path) as archive:  # and the file was rewritten, valid
-        assert archive["images"].shape == (2000, 32, 32, 3)
+        assert archive["images"].shape == (10_000, 32, 32, 3)
 
 
 def test_a_version_change_means_a_new_file(monkeypatch, fresh_cache):
@@ -91,11 +91,11 @@ def test_an_unwritable_cache_warns_and_still_returns_data(tmp_path, monkeypatch)
     monkeypatch.setenv("KD_CORE_CACHE", str(blocker / "cache"))
     with pytest.warns(RuntimeWarning, match="Could not write the cache file"):
         data = load_shapes("test", seed=0)
-    assert len(data) == 2000
+    assert len(data) == 10_000
 
 
 def test_root_sets_the_cache_folder_of_create_dataset(tmp_path, monkeypatch):
     create_dataset("shapes", "test", root=tmp_path / "mine", limit=3)
     assert (tmp_path / "mine" / f"shapes-v{GENERATOR_VERSION}-test-seed0.npz").is_file()
     _no_rendering(monkeypatch)
-    assert len(create_dataset("shapes", "test", root=tmp_path / "mine")) == 2000
+    assert len(create_dataset("shapes", "test", root=tmp_path / "mine")) == 10_000

@@ -3,6 +3,8 @@ and the chart, and the margin slider drives the boundary metric."""
 
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -69,9 +71,35 @@ def test_scale_slider_changes_the_chart_not_the_boundary(app):
 
 def test_workspace_at_a_glance(open_page):
     at = open_page()
-    [table] = at.dataframe
+    table, bundled = at.dataframe
     rows = table.value
     assert list(rows["role"]) == ["teacher", "student", "student"]
     assert list(rows["architecture"]) == ["resnet20", "resnet8", "resnet8"]
     assert list(rows["checkpoint"]) == ["resnet20 teacher", "resnet8 vanilla", "resnet8 AMD"]
-    assert rows["top-1 (%)"].between(70, 90).all()
+    teacher, students = rows["top-1 (%)"][0], rows["top-1 (%)"][1:]
+    assert teacher >= 95.0 and students.between(40, teacher - 8).all()
+    every = bundled.value
+    assert list(every["checkpoint"]) == [
+        "resnet20 teacher", "resnet8 vanilla", "resnet8 KD", "resnet8 AT", "resnet8 AMD",
+        "resnet8 AMD global+local", "resnet8 AMD+KD",
+    ]  # fmt: skip
+    assert every["top-1 (%)"].notna().all()
+
+
+def test_figures_save_svg_from_the_camera_button(open_page):
+    at = open_page()
+    [chart] = at.get("plotly_chart")
+    options = json.loads(chart.proto.config)["toImageButtonOptions"]
+    assert options["format"] == "svg"
+
+
+def test_every_figure_of_every_page_gets_the_shared_plotly_config():
+    """Every ``st.plotly_chart`` call in app_pages passes ``config=FIGURE_CONFIG``."""
+    calls = []
+    for path in sorted((APP.parent / "app_pages").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "plotly_chart":
+                config = [k.value for k in node.keywords if k.arg == "config"]
+                calls.append((path.name, node.lineno, [ast.unparse(c) for c in config]))
+    assert len(calls) >= 15
+    assert all(config == ["FIGURE_CONFIG"] for _, _, config in calls), calls
