@@ -32,12 +32,12 @@ def checkpoint_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-def test_bundled_checkpoints_are_the_teacher_and_five_students() -> None:
+def test_bundled_checkpoints_are_the_teacher_and_six_students() -> None:
     entries = bundled_checkpoints()
     assert [e.role for e in entries].count("teacher") == 1
-    assert len(entries) == 6
+    assert len(entries) == 7
     teacher = next(e for e in entries if e.role == "teacher")
-    assert teacher.arch == "resnet20" and teacher.dataset == "shapes" and teacher.top1 > 80
+    assert teacher.arch == "resnet20" and teacher.dataset == "shapes" and teacher.top1 >= 95
     assert teacher.label == f"resnet20 teacher · bundled · {teacher.top1:.2f}%"
     assert all(e.path.is_file() and e.key.startswith("bundled:") for e in entries)
 
@@ -119,7 +119,7 @@ def test_list_and_find_entries(tmp_path: Path, checkpoint_bytes: bytes) -> None:
     _fake_run(tmp_path / "runs", "r1", checkpoint_bytes, 50.0)
     store_upload(checkpoint_bytes, "mine.pt", tmp_path / "uploads")
     entries = list_checkpoints(runs=tmp_path / "runs", uploads=tmp_path / "uploads")
-    assert [e.source for e in entries] == ["bundled"] * 6 + ["upload", "run"]
+    assert [e.source for e in entries] == ["bundled"] * 7 + ["upload", "run"]
     assert find_entry(entries, "run:r1").path == tmp_path / "runs" / "r1" / "best.pt"
     with pytest.raises(CheckpointError, match="no longer available"):
         find_entry(entries, "run:deleted")
