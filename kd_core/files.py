@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, mode: int | None = None) -> None:
-    """Write through ``write`` into a temporary file ``.<name>.XXXX.tmp`` beside ``path``,
+    """Write through ``write`` into a temporary file ``.<name>.<random>.tmp`` beside ``path``,
     flush it to disk, then rename it over ``path``: a reader sees the old file or the new one,
     never a part. The temporary file is removed on any error (the error propagates); ``mode``
     sets the permissions (``mkstemp`` makes the file private)."""
