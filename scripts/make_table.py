@@ -307,8 +307,9 @@ def _timing_note(methods: dict) -> list[str]:
     if busy:
         return [
             f"Timings: {busy} of {len(loads)} runs saw a 1-minute load average above {BUSY_LOAD} "
-            "on this 2-core machine (other work beside them): their seconds per epoch are not "
-            "clean."
+            "while they trained (sampled every 20 s from seed 1 on; before and after training "
+            "for the first seed-0 runs) on this 2-core machine, other work beside them: their "
+            "seconds per epoch are not clean."
         ]
     return [f"Timings: every run saw a load average at most {BUSY_LOAD}: a quiet machine."]
 

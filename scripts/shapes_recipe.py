@@ -24,7 +24,10 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,8 +146,9 @@ def run_record(files: RunFiles, config: TrainConfig) -> dict[str, Any]:
 def train_or_reuse(configs: list[TrainConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
     """Each run's record: reused where ``run_dirs[i]`` holds a finished run of exactly
     ``configs[i]``, the others trained now as one group (the teacher's pass shared; each student
-    ends as it would alone). A record carries the machine's 1-minute load average before and
-    after training: a timing taken beside other work is labelled so in the reports."""
+    ends as it would alone). A record carries the machine's 1-minute load average sampled every
+    :data:`LOAD_INTERVAL` seconds while the group trained: a timing taken beside other work is
+    labelled so in the reports."""
     records = [finished_run(d, c) for c, d in zip(configs, run_dirs, strict=True)]
     missing = [i for i, record in enumerate(records) if record is None]
     for i in missing:  # a folder of another configuration is no run to continue
@@ -152,12 +156,12 @@ def train_or_reuse(configs: list[TrainConfig], run_dirs: list[Path]) -> list[dic
         if files.config.exists() and json.loads(files.config.read_text()) != configs[i].to_dict():
             shutil.rmtree(run_dirs[i])
     if missing:
-        before, started = _load(), time.time()
-        outcomes = train_group(
-            [configs[i] for i in missing], [run_dirs[i] for i in missing],
-            resume=True, group=time.strftime("group-%Y%m%d-%H%M%S"),
-        )  # fmt: skip
-        load = [before, _load()]
+        started = time.time()
+        with load_samples() as load:
+            outcomes = train_group(
+                [configs[i] for i in missing], [run_dirs[i] for i in missing],
+                resume=True, group=time.strftime("group-%Y%m%d-%H%M%S"),
+            )  # fmt: skip
         for i, outcome in zip(missing, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 raise SystemExit(f"{configs[i].name} failed: {outcome}")
@@ -166,6 +170,30 @@ def train_or_reuse(configs: list[TrainConfig], run_dirs: list[Path]) -> list[dic
             records[i] = run_record(files, configs[i])
             print(f"{run_dirs[i].name}: top-1 {records[i]['last_top1']:.2f}%", flush=True)
     return records
+
+
+LOAD_INTERVAL = 20.0
+
+
+@contextmanager
+def load_samples(interval: float = LOAD_INTERVAL) -> Iterator[list[float]]:
+    """A list that holds the 1-minute load average, sampled when the block starts, every
+    ``interval`` seconds inside it (a background thread) and when it ends."""
+    samples = [_load()]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval):
+            samples.append(_load())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+        samples.append(_load())
 
 
 def _load() -> float:
