@@ -167,6 +167,13 @@ class AppPage:
         )
         self.assert_healthy()
 
+    def set_number(self, label: str, value: float) -> None:
+        """Type ``value`` into the number input labelled ``label`` and wait for the rerun."""
+        field = self.page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Enter")
+        self.wait_idle()
+
     def wait_for_figures(self, minimum: int = 0) -> int:
         """Wait until at least ``minimum`` plotly charts are on the page and every visible one
         has drawn; returns how many are visible."""

@@ -216,13 +216,6 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, reference):
 # The server restarts while a run it launched trains.
 
 
-def _set_number(app: AppPage, label: str, value: int) -> None:
-    field = app.page.get_by_label(label, exact=True)
-    field.fill(str(value))
-    field.press("Enter")
-    app.wait_idle()
-
-
 def _parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -241,7 +234,7 @@ def test_a_run_launched_from_the_app_outlives_a_server_restart(tmp_path, browser
         app.goto("/distill", expect_text="Distill a student")
         for label, value in (("Epochs", 8), ("Limit training images", 256),
                              ("Limit test images", 64)):  # fmt: skip
-            _set_number(app, label, value)
+            app.set_number(label, value)
         app.page.get_by_role("button", name="Launch run").click()
         [run] = wait_until(manager.list, 30, "the app to create the run folder")
         info = wait_until(
