@@ -15,7 +15,7 @@ from typing import Any
 
 from kd_core.losses.objective import check_weights
 from kd_core.losses.registry import loss_class
-from kd_core.training.device import PRECISIONS
+from kd_core.training.device import DATA_ON_DEVICE, PRECISIONS
 from kd_core.training.optim import OptimizerConfig
 
 
@@ -28,7 +28,9 @@ class TrainConfig:
     the same images. ``teacher`` is a checkpoint path (any format that
     :func:`kd_core.checkpoints.load_checkpoint` reads) or ``None`` for a student trained alone;
     ``objective`` maps loss names to weights and ``loss_params`` holds per-loss parameters
-    (e.g. ``{"amd": {"local": True}}``).
+    (e.g. ``{"amd": {"local": True}}``). ``data_on_device`` (``auto``/``on``/``off``) picks
+    where batches are prepared (:mod:`kd_core.training.data_path`); ``compile`` runs student and
+    teacher through ``torch.compile`` (uncompiled, with one logged sentence, where it fails).
     """
 
     student: str = "resnet8"
@@ -49,10 +51,18 @@ class TrainConfig:
     channels_last: bool = True
     log_every: int = 20
     name: str | None = None
+    data_on_device: str = "auto"
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data; those of :data:`WRITTEN_WHEN_SET` only when they differ
+        from their defaults, so a configuration written before they existed reads back to the
+        same dict (runs and recorded results keyed by it are found again)."""
         data = dataclasses.asdict(self)
         data["optimizer"]["milestones"] = list(self.optimizer.milestones)
+        for name, default in WRITTEN_WHEN_SET.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -101,8 +111,14 @@ class TrainConfig:
             raise ValueError(
                 f"device must be text (auto, cpu, cuda, cuda:N, mps), got {self.device!r}."
             )
-        if not isinstance(self.channels_last, bool):
-            raise ValueError(f"channels_last must be true or false, got {self.channels_last!r}.")
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        if self.data_on_device not in DATA_ON_DEVICE:
+            raise ValueError(
+                f"data_on_device must be one of {', '.join(DATA_ON_DEVICE)}, got "
+                f"{self.data_on_device!r}."
+            )
         _check_loss_params(self.loss_params)
         if self.precision not in PRECISIONS:
             raise ValueError(
@@ -122,6 +138,11 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+WRITTEN_WHEN_SET = {"data_on_device": "auto", "compile": False}
+"""Fields added after runs and results were recorded: written by :meth:`TrainConfig.to_dict`
+only when set to something else than these defaults."""
 
 
 def _check_loss_params(loss_params: object) -> None:
@@ -159,6 +180,15 @@ def _optimizer_from(value: Any) -> OptimizerConfig:
     return OptimizerConfig(**values)
 
 
+# The bundled students' recipe (scripts/shapes_recipe.py, docs/results.md): 3 epochs of the
+# 50,000 embedded images, about 2.5 minutes for a resnet8 alone and 4 distilled on 2 cores.
+_SHAPES_SHORT = TrainConfig(
+    dataset="shapes",
+    epochs=3,
+    batch_size=128,
+    optimizer=OptimizerConfig(lr=0.1, schedule="cosine", warmup_epochs=0.2),
+    loss_params={"kd": {"temperature": 4.0}},
+)
 PRESETS: dict[str, TrainConfig] = {
     # The community CIFAR-100 recipe (RepDistiller): 240 epochs, step decay, KD T = 4.
     "cifar100": TrainConfig(
@@ -170,15 +200,10 @@ PRESETS: dict[str, TrainConfig] = {
         ),
         loss_params={"kd": {"temperature": 4.0}},
     ),
-    # The bundled students' recipe (scripts/shapes_recipe.py, docs/results.md): 3 epochs of the
-    # 50,000 embedded images, about 2.5 minutes for a resnet8 alone and 4 distilled on 2 cores.
-    "shapes-short": TrainConfig(
-        dataset="shapes",
-        epochs=3,
-        batch_size=128,
-        optimizer=OptimizerConfig(lr=0.1, schedule="cosine", warmup_epochs=0.2),
-        loss_params={"kd": {"temperature": 4.0}},
-    ),
+    "shapes-short": _SHAPES_SHORT,
+    # A live demo: the classroom group (vanilla, KD, AT, AMD) side by side in at most about
+    # 4 minutes on 2 cores: the same recipe for one epoch of the first 30,000 images.
+    "shapes-classroom": dataclasses.replace(_SHAPES_SHORT, epochs=1, limit_train=30_000),
 }
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DATA_ON_DEVICE = ("auto", "on", "off")
+"""Where batches are prepared (see :mod:`kd_core.training.data_path`)."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -33,6 +35,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"Unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps.")
     return device
+
+
+def tune_for(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the
+    fastest (a training step has fixed shapes), unless deterministic algorithms were asked for
+    (``torch.backends.cudnn.deterministic``); nothing elsewhere."""
+    if device.type == "cuda" and not torch.backends.cudnn.deterministic:
+        torch.backends.cudnn.benchmark = True
 
 
 @dataclass(frozen=True)

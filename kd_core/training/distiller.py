@@ -3,6 +3,7 @@ student's logits and the dict of weighted losses, which the training loop only s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +16,9 @@ from kd_core.models import create_model
 from kd_core.models.features import extract_features
 from kd_core.outputs import ModelOutputs
 from kd_core.training.config import TrainConfig
+
+Extract = Callable[[Tensor], ModelOutputs]
+"""A model's outputs on a batch: ``extract_features(model, images)`` or a compiled equivalent."""
 
 
 class Distiller(nn.Module):
@@ -40,6 +44,13 @@ class Distiller(nn.Module):
         self.__dict__["_teacher"] = teacher if objective.needs_teacher else None
         if self._teacher is not None:
             self._teacher.eval().requires_grad_(False)
+        self._extract: dict[str, Extract | None] = {}  # "student"/"teacher", by use_extractors
+
+    def use_extractors(self, student: Extract, teacher: Extract | None = None) -> None:
+        """Compute the student's (and the teacher's) outputs with these functions from now on,
+        e.g. compiled ones (:mod:`kd_core.training.compiled`), instead of
+        :func:`extract_features`."""
+        self._extract.update(student=student, teacher=teacher)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -53,11 +64,20 @@ class Distiller(nn.Module):
         return self
 
     def teacher_outputs(self, images: Tensor) -> ModelOutputs | None:
-        """The teacher's outputs on ``images`` (no gradient), or ``None`` without a teacher."""
+        """The teacher's outputs on ``images`` (no gradient), or ``None`` without a teacher.
+
+        Computed under ``torch.inference_mode`` and returned as ordinary tensors (copies: the
+        losses may save them for their backward pass, which inference tensors refuse)."""
         if self._teacher is None:
             return None
-        with torch.no_grad():
-            return extract_features(self._teacher, images)
+        extract = self._extract.get("teacher") or (lambda x: extract_features(self._teacher, x))
+        with torch.inference_mode():
+            outputs = extract(images)
+        return ModelOutputs(
+            logits=outputs.logits.clone(),
+            stages={name: stage.clone() for name, stage in outputs.stages.items()},
+            pooled=None if outputs.pooled is None else outputs.pooled.clone(),
+        )
 
     def forward_train(
         self, images: Tensor, labels: Tensor, teacher_outputs: ModelOutputs | None = None
@@ -66,7 +86,8 @@ class Distiller(nn.Module):
         given, are the teacher's on these images (computed once for a group of students)."""
         if teacher_outputs is None:
             teacher_outputs = self.teacher_outputs(images)
-        student_outputs = extract_features(self.student, images)
+        extract = self._extract.get("student") or (lambda x: extract_features(self.student, x))
+        student_outputs = extract(images)
         _, losses = self.objective(student_outputs, teacher_outputs, labels)
         return student_outputs.logits, losses
 

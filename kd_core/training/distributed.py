@@ -16,15 +16,17 @@ from kd_core.training.distiller import Distiller
 @dataclass
 class Distributed:
     """This process's place: ``rank`` of ``world_size``; ``owns_group`` when it created the
-    process group (and so destroys it)."""
+    process group (and so destroys it); ``joined`` when it trains in a group its caller
+    initialised, which is data-parallel even with one process."""
 
     rank: int = 0
     world_size: int = 1
     owns_group: bool = False
+    joined: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.joined
 
     @property
     def is_main(self) -> bool:
@@ -33,7 +35,10 @@ class Distributed:
 
 def distributed_from_env(device: torch.device) -> Distributed:
     """One process (``WORLD_SIZE`` unset or 1), or this process's rank in the group that
-    ``torchrun`` describes (NCCL on CUDA, Gloo elsewhere)."""
+    ``torchrun`` describes (NCCL on CUDA, Gloo elsewhere), or in the group the caller already
+    initialised (used as it is, one process included: how the GPU check runs DDP over NCCL)."""
+    if dist.is_available() and dist.is_initialized():
+        return Distributed(dist.get_rank(), dist.get_world_size(), joined=True)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()

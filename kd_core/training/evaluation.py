@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader
+from torch import Tensor, nn
 
 from kd_core.training.device import Precision
 from kd_core.training.distributed import Distributed
@@ -14,12 +15,13 @@ from kd_core.training.distributed import Distributed
 
 def evaluate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[tuple[Tensor, Tensor]],
     device: torch.device,
     precision: Precision,
     distributed: Distributed | None = None,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``."""
+    """Top-1 and top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader`` (a
+    ``DataLoader`` or the batches of a split held on the device)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
@@ -43,7 +45,7 @@ def evaluate(
                     F.cross_entropy(logits, labels, reduction="sum").double(),
                     hits[:, 0].sum().double(),
                     hits.any(dim=1).sum().double(),
-                    torch.tensor(float(labels.numel()), dtype=torch.float64, device=device),
+                    torch.full((), labels.numel(), dtype=torch.float64, device=device),
                 ]
             )
     if distributed is not None and distributed.enabled:

@@ -5,10 +5,15 @@ Per step: the teacher's forward pass once, then for each student the distiller r
 and named losses, the loop sums them, steps SGD and sets the scheduled rate. Per epoch:
 evaluation (top-1, top-5, loss), ``best`` when top-1 improves, a metrics line, then the ``last``
 checkpoint; with a teacher, the epoch's line also holds ``attention_cosine`` (see
-:mod:`kd_core.training.probe`). Everything random is seeded from ``(seed, epoch)``, so resuming
-from ``last`` at an epoch boundary repeats the same run. Under ``torchrun`` (``WORLD_SIZE > 1``)
-the student is wrapped in DistributedDataParallel, the data are sharded, metrics are summed
-across processes and only rank 0 writes.
+:mod:`kd_core.training.probe`). Batches come through the ``DataLoader`` or from the splits held
+on the device, in the same order (:mod:`kd_core.training.data_path`; the status's
+``data_path`` says which). On an image folder, a timm student's batches are prepared with its
+own input recipe and the teacher sees the same batches (AMD and AT align the stage sizes;
+:func:`~kd_core.data.model_inputs.shared_inputs` refuses students of different recipes in one
+group and a teacher that accepts no other size). Everything random is seeded from
+``(seed, epoch)``, so resuming from ``last`` at an epoch boundary repeats the same run. Under
+``torchrun`` (``WORLD_SIZE > 1``) the student is wrapped in DistributedDataParallel, the data are
+sharded, metrics are summed across processes and only rank 0 writes.
 
 A group: every student sees the same batches in the same order (same data, batch size, seed
 and epochs), starts from the same initial weights when its architecture and seed are the same,
@@ -24,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +39,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 import kd_core
 from kd_core.checkpoints import load_training_state, save_checkpoint
 from kd_core.data import create_dataset, dataset_info
+from kd_core.data.model_inputs import shared_inputs
+from kd_core.models import create_model
 from kd_core.outputs import ModelOutputs
+from kd_core.training.compiled import CompiledExtract
 from kd_core.training.config import TrainConfig
-from kd_core.training.device import Precision, resolve_device, resolve_precision
+from kd_core.training.data_path import Batches, DataPath, resolve_data_on_device
+from kd_core.training.device import Precision, resolve_device, resolve_precision, tune_for
 from kd_core.training.distiller import Distiller, build_distiller, load_teacher
 from kd_core.training.distributed import Distributed, TrainStep, distributed_from_env
 from kd_core.training.evaluation import evaluate
@@ -52,10 +61,11 @@ from kd_core.training.tensorboard import TensorBoardLog, open_log
 ProgressCallback = Callable[[dict[str, Any]], None]
 GROUP_FIELDS = (
     "dataset", "data_root", "data_seed", "limit_train", "limit_test", "epochs", "batch_size",
-    "seed", "device", "precision", "channels_last",
+    "seed", "device", "precision", "channels_last", "data_on_device", "compile",
 )  # fmt: skip
 """What the students of a group share: the same batches in the same order need the same data,
-batch size, seed and epochs (and one device). Teachers must be the same file or none."""
+batch size, seed and epochs (and one device, one data path, one teacher compiled or not).
+Teachers must be the same file or none."""
 
 
 class RunCancelled(Exception):
@@ -103,41 +113,13 @@ def check_group(configs: Sequence[TrainConfig]) -> str | None:
     return teachers[0] if teachers else None
 
 
-def _seed_everything(seed: int, epoch: int) -> torch.Generator:
-    """Seed torch's global RNG (augmentation, dropout) for this epoch; return the generator
-    that orders the epoch's batches."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def _loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None,
-    distributed: Distributed,
-) -> DataLoader:
-    """Training batches in the (seed, epoch) order, sharded under DDP; evaluation batches in
-    order, each process taking every ``world_size``-th image (no padding: exact counts)."""
-    sampler = None
-    if distributed.enabled and shuffle:
-        sampler = DistributedSampler(
-            dataset, num_replicas=distributed.world_size, rank=distributed.rank,
-            shuffle=True, seed=generator.initial_seed(),
-        )  # fmt: skip
-    elif distributed.enabled:
-        dataset = Subset(dataset, range(distributed.rank, len(dataset), distributed.world_size))
-    elif shuffle:
-        sampler = RandomSampler(dataset, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False)
-
-
-def _environment(device: torch.device, precision: Precision) -> dict[str, Any]:
+def _environment(device: torch.device, precision: Precision, data_path: str) -> dict[str, Any]:
     return {
         "device": str(device)
         if device.type != "cuda"
         else f"cuda ({torch.cuda.get_device_name(device)})",
         "precision": precision.label,
+        "data_path": data_path,
         "versions": {
             "kd_core": kd_core.__version__,
             "torch": torch.__version__,
@@ -243,6 +225,28 @@ def error_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def sgd_step(
+    forward: Callable[[], tuple[Tensor, dict[str, Tensor]]],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    precision: Precision,
+    device: torch.device,
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """One optimiser step on the batch that ``forward()`` scores: ``(logits, named losses)``
+    under ``precision``'s autocast, their sum ``loss`` back-propagated (scaled for fp16) and
+    stepped. Returns ``(logits, losses, loss)``, still on the device (no host sync)."""
+    with torch.autocast(
+        device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None
+    ):
+        logits, losses = forward()
+        loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, losses, loss
+
+
 @dataclass
 class _Student:
     """One student of the loop: its distiller, optimiser and run folder, where it stands, and
@@ -283,21 +287,12 @@ class _Student:
             self.config.optimizer, epoch, epochs, steps_per_epoch
         )
         set_lr(self.optimizer, lr)
-        with torch.autocast(
-            images.device.type,
-            dtype=precision.dtype or torch.float32,
-            enabled=precision.dtype is not None,
-        ):
-            logits, losses = (
-                self.trainable(images, labels)
-                if distributed
-                else self.distiller.forward_train(images, labels, teacher)
-            )
-            loss = sum(losses.values())
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        logits, losses, loss = sgd_step(
+            (lambda: self.trainable(images, labels))
+            if distributed
+            else (lambda: self.distiller.forward_train(images, labels, teacher)),
+            self.optimizer, self.scaler, precision, images.device,
+        )  # fmt: skip
         self.step += 1
         self.seen += labels.numel()
         detached = loss.detach()
@@ -305,7 +300,8 @@ class _Student:
             [
                 detached.double() * labels.numel(),
                 logits.detach().argmax(1).eq(labels).sum().double(),
-                torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device),
+                # torch.full, not torch.tensor: no copy from the host, so no wait for the device.
+                torch.full((), labels.numel(), dtype=torch.float64, device=labels.device),
             ]
         )
         for name, value in losses.items():
@@ -323,7 +319,7 @@ class _Student:
             )  # fmt: skip
 
     def end_epoch(
-        self, epoch: int, test_loader: DataLoader, device: torch.device, precision: Precision,
+        self, epoch: int, test_loader: Batches, device: torch.device, precision: Precision,
         distributed: Distributed, num_classes: int, writes: bool, probe: AttentionProbe | None,
     ) -> None:  # fmt: skip
         """Evaluate (and ``probe`` the attention), save ``best`` when top-1 improved, write the
@@ -410,6 +406,7 @@ def _fit(
 ) -> list[TrainResult | Exception]:
     first = configs[0]
     precision = resolve_precision(first.precision, device)
+    tune_for(device)
     data = {"root": first.data_root, "seed": first.data_seed}
     train_set = create_dataset(
         first.dataset, split="train", augment=True, limit=first.limit_train, **data
@@ -419,24 +416,31 @@ def _fit(
     )
     num_classes = dataset_info(first.dataset).num_classes or len(train_set.classes)
     teacher = load_teacher(first.with_overrides({"teacher": teacher_path}), num_classes)
+    if dataset_info(first.dataset).per_model_inputs:  # the students' own input recipe (timm)
+        built = [create_model(config.student, num_classes=num_classes) for config in configs]
+        train_set = shared_inputs(train_set, built, teacher, augment=True)
+        test_set = shared_inputs(test_set, built, teacher)
+    on_device = resolve_data_on_device(first.data_on_device, (train_set, test_set), device)
+    channels_last = device.type == "cuda" and first.channels_last
+    data_path = DataPath(train_set, test_set, on_device, device, channels_last, distributed)
     students = [
         _student(index, config, run_files, teacher, num_classes, distributed, device, precision,
-                 resumed, group, on_progress)
+                 resumed, group, on_progress, data_path.label)
         for index, (config, run_files, resumed) in enumerate(
             zip(configs, files, resumes, strict=True)
         )
     ]  # fmt: skip
     writes = distributed.is_main
+    if first.compile:
+        _compile(students, teacher, writes)
     probe = AttentionProbe(teacher.to(device), test_set, device) if teacher is not None else None
     started = time.time()
-    test_loader = _loader(test_set, first.batch_size * 2, False, None, distributed)
+    test_loader = data_path.test_batches(first.batch_size * 2)
     for epoch in range(min(s.start_epoch for s in students), first.epochs):
         active = [s for s in students if s.outcome is None and s.start_epoch <= epoch]
         if not active:
             break
-        loader = _loader(
-            train_set, first.batch_size, True, _seed_everything(first.seed, epoch), distributed
-        )
+        loader = data_path.train_batches(first.seed, epoch, first.batch_size)
         steps_per_epoch = max(len(loader), 1)
         for student in active:
             student.begin_epoch(device)
@@ -444,7 +448,7 @@ def _fit(
         for batch_index, (images, labels) in enumerate(loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            if device.type == "cuda" and first.channels_last:
+            if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             training = [s for s in active if s.outcome is None]
             loaded = time.perf_counter()
@@ -487,7 +491,7 @@ def _student(
     index: int, config: TrainConfig, files: RunFiles | None, teacher: nn.Module | None,
     num_classes: int, distributed: Distributed, device: torch.device, precision: Precision,
     resume: bool, group: str | None,
-    on_progress: Callable[[int, dict[str, Any]], None] | None,
+    on_progress: Callable[[int, dict[str, Any]], None] | None, data_path: str,
 ) -> _Student:  # fmt: skip
     """Build one student as a run of its own would: seed, then student (and regressors)."""
     torch.manual_seed(config.seed)  # the student's (and regressors') initial weights
@@ -525,9 +529,28 @@ def _student(
         board = student.board = open_log(files.dir, config, student.step + 1 if resume else None)
         files.update_status(
             state="running", started_at=time.time(), pid=os.getpid(), error=None,
-            **({"group": group} if group else {}), **_environment(device, precision),
+            **({"group": group} if group else {}), **_environment(device, precision, data_path),
         )  # fmt: skip
     return student
+
+
+def _compile(students: Sequence[_Student], teacher: nn.Module | None, writes: bool) -> None:
+    """Every student's forward pass, and the shared teacher's once, through ``torch.compile``; a
+    failure is one sentence on stderr and in the statuses, and the run goes on uncompiled."""
+
+    def note(sentence: str) -> None:
+        print(sentence, file=sys.stderr, flush=True)
+        for student in students:
+            if writes and student.files is not None:
+                student.files.update_status(compile_fallback=sentence)
+
+    shared = CompiledExtract(teacher, "teacher", note) if teacher is not None else None
+    for student in students:
+        distiller = student.distiller
+        distiller.use_extractors(
+            CompiledExtract(distiller.student, f"student {student.config.student}", note),
+            shared if distiller.teacher is not None else None,
+        )
 
 
 def _teacher_outputs(

@@ -41,6 +41,14 @@ def test_train_then_eval(tmp_path, capsys, teacher_checkpoint):
     assert result["images"] == 40 and 0 <= result["top1"] <= result["top5"] <= 100
 
 
+def test_data_on_device_and_compile_flags_reach_the_config_and_status(tmp_path):
+    assert main(["train", *TINY, "--data-on-device", "on", "--no-compile",
+                 "--runs-root", str(tmp_path)]) == 0  # fmt: skip
+    files = only_run(tmp_path)
+    assert json.loads(files.config.read_text())["data_on_device"] == "on"
+    assert files.read_status()["data_path"] == "device"
+
+
 def test_config_file_with_flags_overriding_it(tmp_path):
     config_file = tmp_path / "run.yaml"
     config_file.write_text("student: resnet14\nepochs: 5\noptimizer:\n  lr: 0.2\n")

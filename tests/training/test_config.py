@@ -12,6 +12,17 @@ def test_round_trip_through_a_plain_mapping():
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
+def test_fields_added_later_are_written_only_when_set():
+    """A config.json written before data_on_device and compile existed reads back to the same
+    dict, so runs and recorded results keyed by it are found again."""
+    written_before = TrainConfig().to_dict()
+    assert "data_on_device" not in written_before and "compile" not in written_before
+    assert TrainConfig.from_dict(written_before).to_dict() == written_before
+    config = TrainConfig(data_on_device="on", compile=True)
+    assert config.to_dict()["data_on_device"] == "on" and config.to_dict()["compile"] is True
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
 def test_overrides_reach_top_level_and_optimizer_fields():
     config = TrainConfig().with_overrides({"epochs": 3, "lr": 0.2, "milestones": [1, 2]})
     assert config.epochs == 3 and config.optimizer.lr == 0.2
@@ -56,6 +67,8 @@ def test_unknown_keys_are_named(data, message):
         ({"objective": {}}, "at least one weighted term"),
         ({"objective": {"ce": float("nan")}}, "finite"),
         ({"objective": {"kd": 1.0}}, "need a teacher"),
+        ({"data_on_device": "yes"}, "data_on_device must be one of auto, on, off"),
+        ({"compile": "fast"}, "compile must be true or false"),
     ],
 )
 def test_every_field_is_checked(fields, message):
