@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.feature_set import FeatureSet
+from kd_core.data.model_inputs import model_inputs
 from kd_core.losses.amd import attention_map
 from kd_core.models import extract_features
 from kd_core.outputs import ModelOutputs
@@ -190,12 +191,14 @@ def stream_outputs(
 
     The model runs in eval mode under ``torch.inference_mode`` and is left as it was (modes
     and device). ``with_stages`` reads the stage outputs and pooled feature too
-    (:func:`~kd_core.models.extract_features`); otherwise only the logits. Raises
-    :class:`AnalysisError` when the model fails on the images or its class count differs from
-    the dataset's.
+    (:func:`~kd_core.models.extract_features`); otherwise only the logits. The model sees the
+    images as :func:`~kd_core.data.model_inputs.model_inputs` prepares them for it (a timm
+    model on an image folder: its own input recipe). Raises :class:`AnalysisError` when the
+    model fails on the images or its class count differs from the dataset's.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AnalysisError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    dataset = model_inputs(dataset, model)
     expected_classes = dataset_num_classes(dataset)
     done, total = 0, len(indices)
     with _inference_on(model, device) as target:

@@ -32,6 +32,7 @@ from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.extraction import Progress, extract_feature_set, select_indices
 from kd_core.analysis.feature_set import FeatureSet
 from kd_core.data.cache import CACHE_ENV, cache_dir
+from kd_core.data.model_inputs import input_recipe
 from kd_core.files import atomic_write
 
 CACHE_FORMAT = 1
@@ -282,12 +283,16 @@ def feature_set_for(
     """:func:`extract_feature_set`, cached by content: the one call a page makes.
 
     ``dataset_key`` must identify the data the dataset holds (e.g. ``"shapes/test/seed0"``,
-    or a folder path for ``imagefolder``); the model is identified by its weights
+    or a folder path for ``imagefolder``; the model's input recipe is added to it where the
+    model sees its own inputs); the model is identified by its weights
     (:func:`model_fingerprint`), so a reloaded checkpoint hits the cache and a retrained one
     does not. On a hit, ``name`` and ``arch`` are those of this call and ``progress`` is not
     called. ``cache`` defaults to :func:`default_feature_cache`.
     """
     selected = select_indices(len(dataset), samples=samples, indices=indices)
+    recipe = input_recipe(dataset, model)
+    if recipe is not None:  # the model sees its own inputs (model_inputs): part of the data
+        dataset_key = f"{dataset_key}|{json.dumps(recipe, sort_keys=True)}"
     key = feature_key(
         model_fingerprint(model), dataset_key, len(dataset), selected, keep_stages=keep_stages
     )

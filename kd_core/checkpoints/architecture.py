@@ -6,11 +6,18 @@ exact fits are the candidates (the first wins, the others are ``also_matches``),
 count is read from the classifier, and a weights file that fits nothing gets the closest
 entries and how they differ in its message. :func:`_resolve` checks an explicit or stored
 architecture the same way.
+
+The registry's own entries (:func:`kd_core.models.list_models`) are tried first; only weights
+that fit none of them are compared with the curated timm architectures of the families whose
+marker key they hold (:data:`kd_core.models.timm_models.CURATED_FAMILIES`), so timm is imported
+only for weights that may be timm's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -20,6 +27,7 @@ from torch import Tensor
 from kd_core import models
 from kd_core.checkpoints.errors import CheckpointError, _describe_keys
 from kd_core.checkpoints.registry import _Found
+from kd_core.models.timm_models import curated_candidates
 
 _CLASS_PROBE = 1009  # a prime no layer width equals: the axes of this size are the head's
 _CLOSEST_SHOWN = 3  # closest entries named in an error
@@ -32,16 +40,18 @@ class _Signature:
 
 
 @cache
-def _signature(name: str) -> _Signature | None:
-    """Parameter/buffer names and shapes of registry model ``name``, built on the meta device
-    (no memory, no weights) with a class count no layer has otherwise, so that the axes of that
-    size are the classifier's; ``None`` when the registry cannot build it."""
+def _signature(name: str, model_args: str = "{}") -> _Signature | None:
+    """Parameter/buffer names and shapes of registry model ``name`` (built with the timm
+    ``model_args`` given as JSON), built on the meta device (no memory, no weights) with a class
+    count no layer has otherwise, so that the axes of that size are the classifier's; ``None``
+    when the registry cannot build it."""
+    args = {"model_args": json.loads(model_args)} if model_args != "{}" else {}
     try:
         with torch.device("meta"):
-            model = models.create_model(name, num_classes=_CLASS_PROBE)
+            model = models.create_model(name, num_classes=_CLASS_PROBE, **args)
     except Exception:
         try:  # a network whose construction needs real tensors: build it for real, once
-            model = models.create_model(name, num_classes=_CLASS_PROBE)
+            model = models.create_model(name, num_classes=_CLASS_PROBE, **args)
         except Exception:
             return None
     shapes: dict[str, tuple[int | None, ...]] = {}
@@ -141,29 +151,54 @@ def _registry() -> list[str]:
 
 
 def _check_arch_name(arch: object, name: str) -> str:
+    if isinstance(arch, str) and models.is_timm_name(arch):
+        try:
+            models.model_info(arch)
+        except ValueError as error:
+            raise CheckpointError(f"{name}: {error}") from None
+        return arch
     known = _registry()
     if not isinstance(arch, str) or arch not in known:
         raise CheckpointError(
-            f"{name}: unknown architecture {arch!r}; accepted names: {', '.join(known)}."
+            f"{name}: unknown architecture {arch!r}; accepted names: {', '.join(known)}, or "
+            "timm:<name> for a model of timm.list_models()."
         )
     return arch
 
 
-def _match_arch(arch: str, shapes: dict[str, tuple[int, ...]], name: str) -> _Match:
-    sig = _signature(arch)
+def _args_key(model_args: Mapping[str, object] | None) -> str:
+    return json.dumps(dict(model_args or {}), sort_keys=True)
+
+
+def _match_arch(
+    arch: str,
+    shapes: dict[str, tuple[int, ...]],
+    name: str,
+    model_args: Mapping[str, object] | None = None,
+) -> _Match:
+    sig = _signature(arch, _args_key(model_args))
     if sig is None:
         raise CheckpointError(f"{name}: the registry could not build {arch!r} to compare with.")
     return _compare(arch, sig, shapes)
 
 
-def _infer_arch(shapes: dict[str, tuple[int, ...]], name: str) -> tuple[_Match, list[_Match]]:
-    """The registry entry whose names and shapes the weights match, and the others that do."""
+def _exact_matches(archs: list[str], shapes: dict[str, tuple[int, ...]]) -> list[_Match]:
     matches = []
-    for arch in _registry():
+    for arch in archs:
         sig = _signature(arch)
         if sig is not None:
             matches.append(_compare(arch, sig, shapes))
+    return matches
+
+
+def _infer_arch(shapes: dict[str, tuple[int, ...]], name: str) -> tuple[_Match, list[_Match]]:
+    """The registry entry (else curated timm architecture) whose names and shapes the weights
+    match, and the others that do."""
+    matches = _exact_matches(_registry(), shapes)
     exact = [m for m in matches if m.exact]
+    if not exact:
+        matches += _exact_matches(curated_candidates(set(shapes)), shapes)
+        exact = [m for m in matches if m.exact]
     if exact:
         return exact[0], exact[1:]
     closest = sorted(matches, key=lambda m: m.score, reverse=True)[:_CLOSEST_SHOWN]
@@ -172,7 +207,8 @@ def _infer_arch(shapes: dict[str, tuple[int, ...]], name: str) -> tuple[_Match, 
     raise CheckpointError(
         f"{name}: its weights ({len(keys)} tensors, {_describe_keys(keys)}) match no registered "
         f"architecture; closest: {described}. Check that this is a checkpoint of a network in "
-        "kd_core.models.list_models(), or pass arch=... to see how it differs from one."
+        "kd_core.models.list_models() or of a curated timm family, or pass arch=... (timm:<name> "
+        "for any timm model) to see how it differs from one."
     )
 
 
@@ -191,7 +227,8 @@ def _resolve(
     others: tuple[str, ...] = ()
     if arch is not None:
         arch = _check_arch_name(arch, name)
-        match = _match_arch(arch, shapes, name)
+        model_args = found.model_args if arch == found.arch else None
+        match = _match_arch(arch, shapes, name, model_args)
         if not match.exact:
             fits = ""
             if explicit:
@@ -214,7 +251,8 @@ def _resolve(
                 f"{name}: cannot tell the number of classes of {arch!r}; pass num_classes=..."
             )
     if num_classes is not None and num_classes != classes:
-        head = next(iter(_signature(arch).class_keys), "classifier")  # type: ignore[union-attr]
+        signature = _signature(arch, _args_key(found.model_args if arch == found.arch else None))
+        head = next(iter(signature.class_keys), "classifier")  # type: ignore[union-attr]
         raise CheckpointError(
             f"{name}: its classifier has {classes} classes ({head} is "
             f"{_shape_text(shapes.get(head, ()))}), not num_classes={num_classes}; pass "

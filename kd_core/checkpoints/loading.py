@@ -1,12 +1,15 @@
 """Reading a checkpoint into a ready network: :func:`load_checkpoint` and what it returns,
 :class:`LoadedCheckpoint`. The format is recognised (:mod:`~kd_core.checkpoints.formats`), the
 weights found (:mod:`~kd_core.checkpoints.layouts`), the architecture checked or inferred
-(:mod:`~kd_core.checkpoints.architecture`), and the weights loaded strictly."""
+(:mod:`~kd_core.checkpoints.architecture`), and the weights loaded strictly. A folder is read as
+a timm hub folder (:mod:`~kd_core.checkpoints.hub`): its ``config.json`` names the architecture,
+and files exported from one carry that config in their metadata."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -15,6 +18,7 @@ from kd_core import models
 from kd_core.checkpoints.architecture import _resolve
 from kd_core.checkpoints.errors import MAX_CHECKPOINT_BYTES, CheckpointError
 from kd_core.checkpoints.formats import _read_found
+from kd_core.checkpoints.hub import apply_hub_config, hub_folder, read_hub_config
 from kd_core.checkpoints.layouts import _refine, _strip_prefixes
 from kd_core.checkpoints.source import _open_source
 
@@ -38,6 +42,8 @@ class LoadedCheckpoint:
         also_matches: other registry names the weights fit as well as ``arch``.
         file_format: the file format recognised (a name of :func:`list_formats`); ``None``
             when the checkpoint was not read from a file.
+        model_args: the timm ``create_model`` keywords the model was built with (from a hub
+            folder's ``config.json``; ``{}`` otherwise).
     """
 
     model: nn.Module
@@ -50,6 +56,7 @@ class LoadedCheckpoint:
     skipped: tuple[str, ...] = ()
     also_matches: tuple[str, ...] = ()
     file_format: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
 
 
 def load_checkpoint(
@@ -63,7 +70,8 @@ def load_checkpoint(
     """Read a checkpoint and return its network, ready to run.
 
     Args:
-        source: a path, or the bytes of a file (an upload).
+        source: a path (a file, or a timm hub folder or hub cache repository), or the bytes
+            of a file (an upload).
         arch: the registry name of the network; inferred from the weights when ``None``.
         num_classes: the expected class count; read from the classifier when ``None``.
         name: how messages refer to the source (e.g. an upload's file name).
@@ -73,16 +81,29 @@ def load_checkpoint(
         CheckpointError: for anything that is not a readable checkpoint of a registered
             network, with a message that says what is wrong and what to do.
     """
+    config = None
+    folder = _hub_folder_of(source)
+    if folder is not None:
+        name = name or str(source)
+        source, config = read_hub_config(folder, name)
     src = _open_source(source, name, max_bytes)
     try:
         found = _read_found(src)
     except OSError as exc:  # the file went away or became unreadable while being read
         raise CheckpointError(f"{src.name}: cannot be read ({exc.strerror or exc}).") from None
+    config = config or found.metadata.get("timm_config")  # an export of a hub folder
+    if isinstance(config, dict):
+        apply_hub_config(found, config)
     found.state_dict, found.prefix = _strip_prefixes(found.state_dict)
     _refine(found)
     arch, classes, others = _resolve(found, arch, num_classes, src.name)
     try:
-        model = models.create_model(arch, num_classes=classes)
+        model = models.create_model(
+            arch,
+            num_classes=classes,
+            model_args=found.model_args if arch == found.arch else None,
+            pretrained_cfg=found.pretrained_cfg if arch == found.arch else None,
+        )
         model.load_state_dict(found.state_dict, strict=True)
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -102,4 +123,13 @@ def load_checkpoint(
         skipped=tuple(found.skipped),
         also_matches=others,
         file_format=found.file_format,
+        model_args=found.model_args if arch == found.arch else {},
     )
+
+
+def _hub_folder_of(source: object) -> Path | None:
+    """The hub folder a path names, if it names a folder that is one."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(source).expanduser()
+    return hub_folder(path) if path.is_dir() else None

@@ -38,6 +38,8 @@ class _Found:
     arch: str | None = None
     num_classes: int | None = None
     file_format: str | None = None  # the registered file format it was read from
+    model_args: dict[str, Any] = field(default_factory=dict)  # timm create_model keywords
+    pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # timm's input recipe
 
     @property
     def weights_key(self) -> str | None:

@@ -1,5 +1,6 @@
 """What the inspector shows about a loaded checkpoint: :func:`summarize` runs one blank image
-through the network for the stage, pooled and logits shapes, beside the file's facts."""
+through the network for the stage, pooled and logits shapes, beside the file's facts and, for a
+timm model, its input recipe (timm's pretrained config: input size, mean/std, interpolation)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,17 @@ def summarize(loaded: LoadedCheckpoint) -> dict[str, Any]:
     Keys: ``architecture``, ``num_classes``, ``parameters``, ``source``, ``source_format``
     (the layout), ``file_format``, ``weights_key``, ``input_shape``, ``stages`` (name -> output
     shape for one image of ``input_shape``; empty when the network declares no stages),
-    ``pooled_shape``, ``logits_shape``, ``metadata``, ``skipped``, ``also_matches``.
+    ``pooled_shape``, ``logits_shape``, ``input_config`` (timm's ``input_size``, ``mean``,
+    ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``; ``None`` for other models),
+    ``metadata``, ``skipped``, ``also_matches``.
     """
     model = loaded.model
-    side = _input_size(loaded.arch)
-    input_shape = [1, 3, side, side]
+    input_config = models.data_config(model)
+    if input_config is not None:
+        input_shape = [1, *input_config["input_size"]]
+    else:
+        side = _input_size(loaded.arch)
+        input_shape = [1, 3, side, side]
     stages: dict[str, list[int]] = {}
     pooled_shape = logits_shape = None
     device = next(iter(model.parameters()), torch.empty(0)).device
@@ -65,6 +72,7 @@ def summarize(loaded: LoadedCheckpoint) -> dict[str, Any]:
         "stages": stages,
         "pooled_shape": pooled_shape,
         "logits_shape": logits_shape,
+        "input_config": _jsonable(input_config),
         "metadata": _jsonable(loaded.metadata),
         "skipped": list(loaded.skipped),
         "also_matches": list(loaded.also_matches),

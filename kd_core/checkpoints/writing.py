@@ -32,9 +32,12 @@ def _state_dict_for_saving(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _check_saveable(
-    state: dict[str, Tensor], arch: str | None, num_classes: int | None
+    state: dict[str, Tensor],
+    arch: str | None,
+    num_classes: int | None,
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
-    found = _Found(state, "kd_core")
+    found = _Found(state, "kd_core", arch=arch, model_args=dict(model_args or {}))
     return _resolve(found, arch, num_classes, "model")[:2]
 
 
@@ -152,8 +155,10 @@ def export_safetensors(
     """
     path = Path(path).expanduser()
     stored: dict[str, Any] = {}
+    model_args: dict[str, Any] = {}
     if isinstance(loaded_or_model, LoadedCheckpoint):
         model = loaded_or_model.model
+        model_args = loaded_or_model.model_args
         arch = arch or loaded_or_model.arch
         num_classes = num_classes or loaded_or_model.num_classes
         stored.update(loaded_or_model.metadata)
@@ -161,7 +166,7 @@ def export_safetensors(
         model = loaded_or_model
     stored.update(metadata or {})
     state = _state_dict_for_saving(model)
-    arch, num_classes = _check_saveable(state, arch, num_classes)
+    arch, num_classes = _check_saveable(state, arch, num_classes, model_args)
     header = {
         "format": "kd_core",
         "format_version": str(FORMAT_VERSION),

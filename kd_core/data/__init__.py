@@ -13,7 +13,9 @@ argument checks), :mod:`~kd_core.data.shapes` and :mod:`~kd_core.data.shapes_ren
 embedded dataset and its renderer), :mod:`~kd_core.data.cache` (where generated data is kept),
 :mod:`~kd_core.data.cifar`, :mod:`~kd_core.data.imagefolder`,
 :mod:`~kd_core.data.transforms` (statistics, augmentation, :func:`denormalize`) and
-:mod:`~kd_core.data.images` (uploads: :func:`load_image`, :func:`prepare_image`).
+:mod:`~kd_core.data.images` (uploads: :func:`load_image`, :func:`prepare_image`) and
+:mod:`~kd_core.data.model_inputs` (each model sees an image folder through its own input
+recipe: :func:`model_inputs`).
 """
 
 # isort: off
@@ -22,6 +24,7 @@ from kd_core.data import shapes, cifar, imagefolder  # noqa: F401
 
 # isort: on
 from kd_core.data.images import MAX_PIXELS, ImageError, load_image, prepare_image
+from kd_core.data.model_inputs import model_inputs
 from kd_core.data.registry import DatasetInfo, create_dataset, dataset_info, list_datasets
 from kd_core.data.transforms import denormalize
 
@@ -34,5 +37,6 @@ __all__ = [
     "denormalize",
     "list_datasets",
     "load_image",
+    "model_inputs",
     "prepare_image",
 ]

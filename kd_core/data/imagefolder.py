@@ -9,7 +9,9 @@ limit), so a broken file raises an :class:`~kd_core.data.images.ImageError` nami
 item is loaded; the other items stay usable.
 
 Transforms: the ImageNet recipe at 224 (``RandomResizedCrop`` + flip for training,
-``Resize(256)`` + ``CenterCrop(224)`` for testing) with ImageNet statistics.
+``Resize(256)`` + ``CenterCrop(224)`` for testing) with ImageNet statistics; a timm model sees
+the images prepared with its own pretrained recipe instead
+(:func:`~kd_core.data.model_inputs.model_inputs`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ INFO = DatasetInfo(
     std=IMAGENET_STD,
     image_size=224,
     crop_fraction=224 / 256,
+    per_model_inputs=True,
 )
 
 

@@ -16,7 +16,8 @@ Uploads and other file objects are read whole into memory first (they need not b
 
 :func:`prepare_image` applies the test-time geometry of a dataset (centre square crop, resize
 to 32 x 32 for ``shapes``/CIFAR, or resize 256 + centre crop 224 for ``imagefolder``) and its
-normalisation, giving a 1 x 3 x H x W float tensor.
+normalisation, giving a 1 x 3 x H x W float tensor; with ``model=``, a timm model on
+``imagefolder`` gets the image prepared by its own recipe (:mod:`~kd_core.data.model_inputs`).
 
 Every failure (no such file, empty, corrupt, truncated, unsupported, too large) is an
 :class:`ImageError`, a ``ValueError`` whose message is a sentence for the user.
@@ -33,10 +34,12 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
+from torch import Tensor, nn
 
+from kd_core.data.model_inputs import input_recipe
 from kd_core.data.registry import dataset_info
 from kd_core.data.transforms import normalize
+from kd_core.models.timm_models import input_transform
 
 MAX_PIXELS = 50_000_000
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
@@ -183,13 +186,22 @@ def _check_size(what: str, size: tuple[int, int], max_pixels: int) -> None:
 
 
 def prepare_image(
-    image: ImageSource, dataset: str = "shapes", *, max_pixels: int = MAX_PIXELS
+    image: ImageSource,
+    dataset: str = "shapes",
+    *,
+    model: nn.Module | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> Tensor:
     """``image`` (anything :func:`load_image` accepts) as the 1 x 3 x S x S float tensor that
     models of ``dataset`` expect: the central square (a ``crop_fraction`` of the shorter side,
-    as the dataset's test transform keeps) resized to ``image_size`` and normalised."""
+    as the dataset's test transform keeps) resized to ``image_size`` and normalised; or, for a
+    ``model`` with its own input recipe on such a dataset, as that recipe prepares it
+    (:mod:`~kd_core.data.model_inputs`)."""
     info = dataset_info(dataset)
     rgb = load_image(image, max_pixels=max_pixels)
+    recipe = input_recipe(info, model) if model is not None else None
+    if recipe is not None:
+        return input_transform(recipe)(rgb).unsqueeze(0)
     width, height = rgb.size
     side = min(width, height) * info.crop_fraction
     box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)

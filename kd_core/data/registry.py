@@ -33,6 +33,9 @@ class DatasetInfo:
             (1.0 for 32-px datasets; 224/256 for ``imagefolder``: resize 256, crop 224).
         has_masks: whether each image comes with a boolean object mask.
         needs_files: whether the images must be on disk (``root``) rather than generated.
+        per_model_inputs: whether a model with its own input recipe (a timm model's pretrained
+            config) sees the images prepared its own way (:mod:`~kd_core.data.model_inputs`)
+            rather than by the dataset's transform (``imagefolder``).
     """
 
     name: str
@@ -46,6 +49,7 @@ class DatasetInfo:
     crop_fraction: float = 1.0
     has_masks: bool = False
     needs_files: bool = True
+    per_model_inputs: bool = False
 
 
 class DatasetBuilder(Protocol):

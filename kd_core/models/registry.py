@@ -1,11 +1,13 @@
 """One registry of networks: the community CIFAR zoo under its own names, torchvision's
-ImageNet classifiers under ``tv_*``."""
+ImageNet classifiers under ``tv_*``, and every timm model under ``timm:<model name>``
+(:mod:`~kd_core.models.timm_models`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from torch import nn
 
@@ -14,6 +16,8 @@ from kd_core.models.resnet_bottleneck import BottleneckResNet
 from kd_core.models.resnet_cifar import CifarResNet
 from kd_core.models.shufflenet_v1 import ShuffleNetV1
 from kd_core.models.shufflenet_v2 import ShuffleNetV2
+from kd_core.models.timm_models import PREFIX as TIMM_PREFIX
+from kd_core.models.timm_models import build_timm, is_timm_name, timm_name_problem
 from kd_core.models.torchvision_models import (
     TORCHVISION_MODELS,
     build_torchvision,
@@ -31,7 +35,8 @@ class ModelInfo:
     Attributes:
         name: the registry name.
         family: the architecture family (one module of ``kd_core.models`` each).
-        input_size: the side of the images it is made for: 32 (CIFAR zoo) or 224 (ImageNet).
+        input_size: the side of the images it is made for: 32 (CIFAR zoo) or 224 (ImageNet;
+            a timm model's default pretrained config).
         imagenet_weights: whether ``weights="imagenet"`` is available.
     """
 
@@ -73,13 +78,19 @@ _INFO = {
 
 
 def list_models() -> list[str]:
-    """The names :func:`create_model` accepts: the CIFAR zoo, then ``tv_*``."""
+    """The names :func:`create_model` accepts besides ``timm:<model name>`` (any model of
+    ``timm.list_models()``): the CIFAR zoo, then ``tv_*``."""
     return list(_BUILDERS)
 
 
 def model_info(name: str) -> ModelInfo:
     """Family, input size and ImageNet-weight availability of network ``name``."""
     _check_name(name)
+    if is_timm_name(name):
+        import timm
+
+        size = timm.get_pretrained_cfg(name.removeprefix(TIMM_PREFIX)).input_size[-1]
+        return ModelInfo(name, "timm", input_size=size)
     return _INFO[name]
 
 
@@ -88,6 +99,9 @@ def create_model(
     num_classes: int = 100,
     weights: WeightsSource | None = None,
     allow_download: bool = False,
+    *,
+    model_args: Mapping[str, Any] | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build network ``name`` with ``num_classes`` outputs; ``model(x)`` returns logits and
     :func:`~kd_core.models.features.extract_features` the stage outputs, pooled feature and
@@ -105,6 +119,9 @@ def create_model(
             replaced by a freshly initialised one with ``num_classes`` outputs.
         allow_download: let ``weights="imagenet"`` download through torchvision (or use
             torch.hub's cache); off by default, so nothing reaches the network unasked.
+        model_args, pretrained_cfg: ``timm:`` names only: timm's ``create_model`` keywords
+            (``img_size``, ``patch_size``...) and the pretrained config (input size, mean/std)
+            a hub folder's ``config.json`` records.
 
     Raises:
         ValueError: an unknown name, a bad class count, weights that cannot be read, do not
@@ -113,7 +130,15 @@ def create_model(
     _check_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    family, build = _BUILDERS[name]
+    if is_timm_name(name):
+        build: Callable[..., nn.Module] = partial(
+            build_timm, name, model_args=model_args, pretrained_cfg=pretrained_cfg
+        )
+        family = "timm"
+    elif model_args or pretrained_cfg:
+        raise ValueError(f"model_args and pretrained_cfg are for timm: models, not {name}.")
+    else:
+        family, build = _BUILDERS[name]
     if weights is None:
         return build(num_classes=num_classes)
     if isinstance(weights, str) and weights == "imagenet":
@@ -137,5 +162,12 @@ def create_model(
 
 
 def _check_name(name: str) -> None:
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown model {name!r}; accepted names: {', '.join(_BUILDERS)}.")
+    if is_timm_name(name):
+        problem = timm_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+    elif name not in _BUILDERS:
+        raise ValueError(
+            f"Unknown model {name!r}; accepted names: {', '.join(_BUILDERS)}, or "
+            f"{TIMM_PREFIX}<name> for a model of timm.list_models()."
+        )

@@ -20,9 +20,14 @@ def page_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def app_folders(tmp_path: Path, page_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point runs and uploads at ``tmp_path`` and the cache at :func:`page_cache`; clear
-    Streamlit's caches (they live in the process and would carry another test's folders)."""
-    for variable, folder in (("KD_CORE_RUNS", "runs"), ("KD_CORE_UPLOADS", "uploads")):
+    """Point runs, uploads and the hub cache at ``tmp_path`` and the cache at
+    :func:`page_cache`; clear Streamlit's caches (they live in the process and would carry
+    another test's folders)."""
+    for variable, folder in (
+        ("KD_CORE_RUNS", "runs"),
+        ("KD_CORE_UPLOADS", "uploads"),
+        ("HF_HUB_CACHE", "hub"),  # the workspace lists this hub cache's timm checkpoints
+    ):
         monkeypatch.setenv(variable, str(tmp_path / folder))
     monkeypatch.setenv("KD_CORE_CACHE", str(page_cache))
     st.cache_resource.clear()
