@@ -9,6 +9,9 @@ Commands (one function each, ``cmd_<name>``):
   side by side as one group.
 * ``eval CKPT --dataset NAME``: top-1, top-5 and loss of a checkpoint on a dataset split.
 * ``projector OUT --teacher PATH [--students PATH ...]``: features for TensorBoard's projector.
+* ``report OUT.html [--teacher PATH] [--students PATH ...] [--figures DIR]``: the workspace
+  (by default the app's: the bundled teacher and default students) as one offline HTML file;
+  with ``--figures`` also each figure on its own (HTML, and SVG/PDF when kaleido is installed).
 
 Errors never show a traceback: a bad input (any :class:`~kd_core.checkpoints.CheckpointError`
 or usage error) prints one line on stderr and exits with status 2; anything unexpected prints
@@ -73,6 +76,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("pooled_shape"):
         rows.append(("pooled", _format_shape(summary["pooled_shape"])))
     rows.append(("logits", _format_shape(summary.get("logits_shape"))))
+    if summary.get("input_config"):
+        config = summary["input_config"]
+        rows.append(
+            ("recipe", ", ".join(f"{key} {_format_value(value)}" for key, value in config.items()))
+        )
     if summary.get("also_matches"):
         rows.append(("also fits", ", ".join(summary["also_matches"])))
     if summary.get("skipped"):
@@ -137,6 +145,7 @@ _FLAG_FIELDS = {
     "limit_test": "limit_test", "seed": "seed", "device": "device", "precision": "precision",
     "name": "name", "weight_decay": "weight_decay", "schedule": "schedule",
     "warmup_epochs": "warmup_epochs", "log_every": "log_every",
+    "data_on_device": "data_on_device", "compile": "compile",
 }  # fmt: skip
 
 
@@ -326,6 +335,52 @@ def cmd_projector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the workspace's report as one offline HTML file (and each figure on its own)."""
+    from pathlib import Path
+
+    from kd_core.report.build import ReportRequest, build_report
+    from kd_core.report.html import PLOTLY_FILE, check_writable, write_figures, write_report
+    from kd_core.workspace import (
+        DEFAULT_SAMPLES,
+        default_selection,
+        entry_for_file,
+        find_entry,
+        list_checkpoints,
+    )
+
+    out = Path(args.out).expanduser()
+    check_writable(out)  # before minutes of work, not after
+    if args.figures:
+        check_writable(Path(args.figures).expanduser() / PLOTLY_FILE)
+    entries = list_checkpoints()
+    default_teacher, default_students = default_selection(entries)
+    if args.teacher is None and default_teacher is None:
+        raise UsageError("there is no bundled teacher here: give --teacher PATH")
+    teacher = (
+        entry_for_file(args.teacher, entries)
+        if args.teacher is not None
+        else find_entry(entries, default_teacher)
+    )
+    students = (
+        [entry_for_file(path, entries) for path in args.students]
+        if args.students is not None
+        else [find_entry(entries, key) for key in default_students]
+    )
+    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
+    request = ReportRequest(
+        teacher, tuple(students), args.dataset, args.split, samples, args.data_root
+    )
+    report = build_report(request, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    write_report(out, report)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(report.figures)} figures); it "
+          "opens offline in any browser")  # fmt: skip
+    if args.figures:
+        written = write_figures(Path(args.figures).expanduser(), report, say=print)
+        print(f"wrote {len(written)} files into {args.figures}")
+    return 0
+
+
 def _add_train_parser(commands) -> None:
     train = commands.add_parser(
         "train", help="train a student (alone or distilled from a teacher)",
@@ -354,6 +409,16 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--seed", type=int, metavar="S")
     train.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument(
+        "--data-on-device", choices=["auto", "on", "off"],
+        help="hold shapes/CIFAR on the training device and augment whole batches there (auto: "
+        "on CUDA when they take under a quarter of its free memory)",
+    )  # fmt: skip
+    train.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="run student and teacher through torch.compile (off by default; where it fails, "
+        "the run says so and goes on uncompiled)",
+    )  # fmt: skip
     train.add_argument("--log-every", type=int, metavar="STEPS")
     train.add_argument("--name", help="a label for the run folder")
     train.add_argument("--runs-root", default="runs", metavar="DIR")
@@ -392,6 +457,26 @@ def _add_train_parser(commands) -> None:
     projector.add_argument("--samples", type=int, default=1000, metavar="N")
     projector.set_defaults(handler=cmd_projector)
 
+    report = commands.add_parser(
+        "report", help="write the workspace as one offline HTML report",
+        description="The workspace table, θ histograms and summaries per stage, an attention "
+        "grid with its agreement table, the 2-D embedding, CKA and (for the bundled teacher) "
+        "the results table, in one HTML file that opens offline. Defaults: the app's default "
+        "workspace.",
+    )  # fmt: skip
+    report.add_argument("out", metavar="OUT.html", help="the HTML file to write")
+    report.add_argument("--teacher", metavar="PATH", help="default: the bundled teacher")
+    report.add_argument("--students", nargs="*", metavar="PATH",
+                        help="default: the bundled vanilla and AMD students")  # fmt: skip
+    report.add_argument("--dataset", default="shapes", metavar="NAME")
+    report.add_argument("--data-root", metavar="DIR")
+    report.add_argument("--split", default="test", choices=["train", "test"])
+    report.add_argument("--samples", type=int, metavar="N", help="default: the app's, 1,000")
+    report.add_argument(
+        "--figures", metavar="DIR", help="also each figure as HTML (and SVG/PDF with kaleido)"
+    )
+    report.set_defaults(handler=cmd_report)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="kd_core: angular knowledge distillation tools.")
@@ -404,9 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what a checkpoint holds",
         description="Load a checkpoint (never executing code from it) and show its network.",
     )
-    inspect.add_argument("path", metavar="PATH", help=".pth/.pt/.safetensors checkpoint file")
+    inspect.add_argument(
+        "path", metavar="PATH", help=".pth/.pt/.safetensors file, or a timm hub folder"
+    )
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
-    inspect.add_argument("--arch", help="registry name of the network (default: inferred)")
+    inspect.add_argument(
+        "--arch", help="registry name of the network, timm:NAME for timm (default: inferred)"
+    )
     inspect.add_argument(
         "--num-classes", type=int, help="expected number of classes (default: inferred)"
     )

@@ -1,11 +1,13 @@
 """The app's workspace: which checkpoints there are, where files go, and the default choice.
 
-Three sources of checkpoints, each listed as :class:`CheckpointEntry`:
+Four sources of checkpoints, each listed as :class:`CheckpointEntry`:
 
 - ``bundled``: ``assets/checkpoints`` (described by its ``manifest.json``), the embedded default;
 - ``run``: the ``best.pt`` of every run folder under the runs root;
 - ``upload``: files people uploaded, validated and stored under the uploads folder as
-  ``<sha256 prefix>.pt`` with a JSON side file (original name, architecture, classes).
+  ``<sha256 prefix>.pt`` with a JSON side file (original name, architecture, classes);
+- ``hub``: the timm checkpoints of a Hugging Face hub cache (default ``$HF_HUB_CACHE`` or
+  ``~/.cache/huggingface/hub``; :func:`kd_core.checkpoints.hub.list_hub_checkpoints`).
 
 Roots: ``$KD_CORE_RUNS`` (default ``<project>/runs``) and ``$KD_CORE_UPLOADS`` (default
 ``<cache folder>/uploads``). Nothing is ever read or written outside these roots and the assets
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd_core.checkpoints import MAX_CHECKPOINT_BYTES, CheckpointError, load_checkpoint
+from kd_core.checkpoints.hub import list_hub_checkpoints
 from kd_core.data.cache import cache_dir
 from kd_core.training.run_files import RunFiles, write_json_atomic
 
@@ -36,12 +39,20 @@ RUNS_ENV = "KD_CORE_RUNS"
 UPLOADS_ENV = "KD_CORE_UPLOADS"
 DEFAULT_STUDENTS = ("student_resnet8_vanilla", "student_resnet8_amd")
 """Bundled students shown by default: the baseline and AMD, the comparison the app is about."""
+DEFAULT_SAMPLES = 1000
+"""How many images of the split the analyses use by default (the sidebar's and the report's)."""
 
 
 def runs_root() -> Path:
     """Where runs live: ``$KD_CORE_RUNS`` if set, else ``<project>/runs``."""
     configured = os.environ.get(RUNS_ENV, "").strip()
     return Path(configured).expanduser().resolve() if configured else PROJECT_DIR / "runs"
+
+
+def dataset_key(dataset: str, split: str, data_root: str | None = None) -> str:
+    """What identifies a workspace's data in the feature cache, e.g. ``"shapes/test/default"``
+    (the app and the report share cached features through it)."""
+    return f"{dataset}/{split}/{data_root or 'default'}"
 
 
 def uploads_dir() -> Path:
@@ -56,11 +67,11 @@ class CheckpointEntry:
     """One checkpoint the app can use.
 
     Attributes:
-        key: stable identifier (``bundled:<name>``, ``run:<run id>``, ``upload:<hash>``); what
-            widgets store, never a path.
+        key: stable identifier (``bundled:<name>``, ``run:<run id>``, ``upload:<hash>``,
+            ``hub:<repo id>``); what widgets store, never a path.
         label: what people read, e.g. ``"resnet20 teacher · bundled · 84.8%"``.
         path: the file.
-        source: ``bundled``, ``run`` or ``upload``.
+        source: ``bundled``, ``run``, ``upload`` or ``file`` (a path given on the command line).
         arch: the architecture's registry name.
         dataset: the dataset it was trained on, when known.
         top1: its test top-1 in percent, when known.
@@ -190,11 +201,34 @@ def uploaded_checkpoints(folder: Path | None = None) -> list[CheckpointEntry]:
     return entries
 
 
+def hub_checkpoints(cache: Path | None = None) -> list[CheckpointEntry]:
+    """The timm checkpoints of the hub cache ``cache`` (default: Hugging Face's)."""
+    return [
+        CheckpointEntry(
+            key=f"hub:{found.repo}",
+            label=_label(f"{found.architecture} {found.repo}", "hub", None),
+            path=found.folder,
+            source="hub",
+            arch=found.architecture,
+        )
+        for found in list_hub_checkpoints(cache)
+    ]
+
+
 def list_checkpoints(
-    assets: Path = ASSETS_DIR, runs: Path | None = None, uploads: Path | None = None
+    assets: Path = ASSETS_DIR,
+    runs: Path | None = None,
+    uploads: Path | None = None,
+    hub: Path | None = None,
 ) -> list[CheckpointEntry]:
-    """Every checkpoint the app can use: bundled, then uploads, then runs."""
-    return bundled_checkpoints(assets) + uploaded_checkpoints(uploads) + run_checkpoints(runs)
+    """Every checkpoint the app can use: bundled, then uploads, then runs, then the timm
+    checkpoints of the hub cache ``hub`` (default: Hugging Face's)."""
+    return (
+        bundled_checkpoints(assets)
+        + uploaded_checkpoints(uploads)
+        + run_checkpoints(runs)
+        + hub_checkpoints(hub)
+    )
 
 
 def default_selection(entries: list[CheckpointEntry]) -> tuple[str | None, list[str]]:
@@ -212,18 +246,20 @@ def store_upload(
     original_name: str,
     folder: Path | None = None,
     max_bytes: int = MAX_CHECKPOINT_BYTES,
+    arch: str | None = None,
 ) -> CheckpointEntry:
     """Validate an uploaded checkpoint and keep it under the uploads folder.
 
     The bytes are loaded first (:func:`~kd_core.checkpoints.load_checkpoint`: no pickle code
     runs, the architecture is detected); only a usable checkpoint is written, atomically, as
-    ``<first 16 hex of sha256>.pt``: the user's file name is kept as metadata only.
+    ``<first 16 hex of sha256>.pt``: the user's file name is kept as metadata only. ``arch``
+    names the architecture (e.g. ``timm:<name>``) when the weights alone do not tell.
 
     Raises:
         CheckpointError: the bytes are not a usable checkpoint (the message says why).
     """
     display_name = Path(str(original_name)).name[:120] or "uploaded file"
-    loaded = load_checkpoint(bytes(data), name=display_name, max_bytes=max_bytes)
+    loaded = load_checkpoint(bytes(data), arch=arch, name=display_name, max_bytes=max_bytes)
     folder = uploads_dir() if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()[:16]
@@ -244,4 +280,26 @@ def find_entry(entries: list[CheckpointEntry], key: str) -> CheckpointEntry:
             return entry
     raise CheckpointError(
         f"The checkpoint {key!r} is no longer available (deleted?); choose another one."
+    )
+
+
+def entry_for_file(path: str | os.PathLike, entries: list[CheckpointEntry]) -> CheckpointEntry:
+    """The entry of ``entries`` whose file is ``path`` (a bundled checkpoint keeps its name and
+    accuracy), else a new entry of source ``file`` named after the file, its architecture read
+    from the weights.
+
+    Raises:
+        CheckpointError: ``path`` is not a usable checkpoint (the message says why).
+    """
+    resolved = Path(path).expanduser().resolve()
+    for entry in entries:
+        if entry.path.resolve() == resolved:
+            return entry
+    loaded = load_checkpoint(resolved)
+    return CheckpointEntry(
+        key=f"file:{resolved}",
+        label=_label(f"{loaded.arch} {resolved.stem}", "file", None),
+        path=resolved,
+        source="file",
+        arch=loaded.arch,
     )

@@ -8,15 +8,17 @@ is written; one layer per line, its top-level modules and packages of ``kd_core`
     checkpoints
     analysis training
     figures workspace views
+    report
     cli __main__
     app_pages streamlit
 
 ``outputs``, ``pickle_scan`` and ``files`` (atomic writes) are plain helpers; ``losses``,
 ``models`` and ``data`` the building blocks; ``checkpoints`` reads and writes models;
 ``analysis`` is the math on trained models and ``training`` the engine; ``figures``,
-``workspace`` and ``views`` (the pages' logic as plain data) serve the app; ``cli`` is the
-command line. The top line is the app, outside kd_core: ``app_pages/`` and Streamlit itself, so
-kd_core importing either is an upward import.
+``workspace`` and ``views`` (the pages' logic as plain data) serve the app; ``report`` puts
+what the pages show into one HTML file; ``cli`` is the command line. The top line is the app,
+outside kd_core: ``app_pages/`` and Streamlit itself, so kd_core importing either is an upward
+import.
 
 The package root ``kd_core/__init__.py`` is exempt: it only holds ``__version__`` and imports
 nothing of kd_core (checked below), so any layer may import it.

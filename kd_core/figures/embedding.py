@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from kd_core.analysis.embedding import Embedding
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.style import (
     BLUE,
@@ -248,3 +249,36 @@ def embedding_figure(
         margin={"r": 150},
     )
     return fig
+
+
+def embedding_caption(maps: Mapping[str, Embedding], method: str, layout: str) -> str:
+    """What a reader of :func:`embedding_figure` should know about the maps it draws: for PCA
+    the share of the variance that PC 1 and PC 2 keep (per model, or once for a joint map),
+    for a neighbour method that distances between clusters mean nothing; and how the models'
+    maps relate (``layout``: ``"joint"``, one coordinate system, or ``"aligned"``, each
+    student rotated onto the teacher by Procrustes)."""
+    parts = []
+    if method == "pca":
+        shares = {
+            name: "{:.0%} and {:.0%}".format(*e.explained_variance_ratio)
+            for name, e in maps.items()
+        }
+        if layout == "joint":  # one PCA of all rows: the same shares for every model
+            parts.append(f"PC 1 and PC 2 keep {next(iter(shares.values()))} of the variance.")
+        else:
+            listed = "; ".join(f"{name}: {share}" for name, share in shares.items())
+            parts.append(f"Share of the variance along PC 1 and PC 2 ({listed}).")
+    else:
+        parts.append(
+            f"{METHOD_NAMES[method]} keeps neighbours together: distances between clusters and "
+            "cluster sizes mean nothing."
+        )
+    if layout == "joint":
+        parts.append("All models' rows are embedded together: one coordinate system.")
+    elif len(maps) > 1:
+        parts.append(
+            "Each model is embedded on its own; each student's map is rotated, scaled and "
+            "shifted onto the teacher's (Procrustes), so its shape is its own and the same "
+            "sample sits at comparable places."
+        )
+    return " ".join(parts)

@@ -23,6 +23,12 @@ SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
 WEBGL_THRESHOLD = 1000
 """Scatter plots with more points than this use WebGL (``go.Scattergl``)."""
+FIGURE_CONFIG = {
+    "toImageButtonOptions": {"format": "svg", "scale": 1},
+    "displaylogo": False,
+}
+"""plotly.js options of every figure, in the app and in the HTML report: the camera button
+saves an SVG (vector, drawn by the browser: no server-side renderer), for papers and slides."""
 
 
 def series_colour(index: int) -> str:

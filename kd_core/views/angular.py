@@ -7,7 +7,8 @@ splits and stages its controls offer, a content key for caching results, and its
 * :func:`split_options` and :func:`stage_choices` list the positive splits the data allows and
   the teacher stages every comparison can use;
 * :func:`summary_records`, :func:`class_pivot` and :func:`hypersphere_records` turn summary
-  rows into table records with readable column names and units;
+  rows into table records with readable column names and units (:data:`SUMMARY_SHOWN`: the
+  columns shown, :data:`NUMBER_FORMATS`: how their numbers print);
 * :func:`sample_caption` and :func:`sphere_groups` describe one sample and group the points
   of the 3-D hypersphere view.
 
@@ -63,6 +64,22 @@ SUMMARY_COLUMNS = {
 distances and the cosine compare the model with the teacher, ``pos > neg`` is the share of
 positive positions the loss with the chosen margin also counts positive."""
 
+SUMMARY_SHOWN = [
+    SUMMARY_COLUMNS[field]
+    for field in (
+        "model",
+        "stage",
+        "mean_theta_pos",
+        "mean_theta_neg",
+        "separation",
+        "overlap",
+        "pos_counted_positive",
+        "wasserstein_deg",
+        "mean_cosine",
+    )
+]
+"""The summary columns a page or the report shows (the CSV download has them all)."""
+
 HYPERSPHERE_COLUMNS = {
     "model": "model",
     "samples": "samples",
@@ -75,6 +92,28 @@ HYPERSPHERE_COLUMNS = {
 }
 """Field of :class:`~kd_core.analysis.hypersphere.HypersphereSummary` -> column of
 :func:`hypersphere_records`, in table order (angles are means over samples or pairs)."""
+
+NUMBER_FORMATS = {
+    **{
+        SUMMARY_COLUMNS[field]: number_format
+        for field, number_format in (
+            ("mean_theta_pos", "%.2f"),
+            ("mean_theta_neg", "%.2f"),
+            ("separation", "%.2f"),
+            ("overlap", "%.3f"),
+            ("pos_counted_positive", "%.1f"),
+            ("wasserstein_deg", "%.3f"),
+            ("wasserstein_pos_deg", "%.3f"),
+            ("wasserstein_neg_deg", "%.3f"),
+            ("mean_cosine", "%.3f"),
+        )
+    },
+    **{
+        HYPERSPHERE_COLUMNS[field]: "%.2f"
+        for field in ("mean_class_angle_deg", "mean_intra_deg", "mean_inter_deg", "separation")
+    },
+}
+"""Column -> printf format of the numbers in the summary and hypersphere tables."""
 
 COLOUR_BY = {"class": "true class", "prediction": "prediction right or wrong"}
 """How :func:`sphere_groups` can group the points of the hypersphere view."""

@@ -29,6 +29,8 @@ from kd_core.training.methods import METHOD_SETS, METHODS, method_set
 from kd_core.training.runs import check_config_for_launch
 
 DEFAULT_PRESET = "shapes-short"
+CLASSROOM_PRESET = "shapes-classroom"
+"""The preset compare mode starts with: a classroom group ends in about 4 minutes on 2 cores."""
 DISTILL_WEIGHTS = {"ce": 1.0, "amd": 1000.0}
 """The objective the form starts with when there is a teacher: the AMD recipe of the bundled
 ``student_resnet8_amd`` (Jeon et al. use ``L = CE + 1000 * AMD`` on CIFAR-100)."""
@@ -82,7 +84,7 @@ class DistillForm:
 
 def preset_form(preset_name: str = DEFAULT_PRESET) -> DistillForm:
     """The form filled with preset ``preset_name``'s epochs, batch size, learning rate, KD
-    temperature and dataset (objective: cross-entropy alone).
+    temperature, dataset and training-image limit (objective: cross-entropy alone).
 
     >>> preset_form("shapes-short").epochs
     3
@@ -98,6 +100,7 @@ def preset_form(preset_name: str = DEFAULT_PRESET) -> DistillForm:
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.optimizer.lr,
+        limit_train=config.limit_train,
     )
 
 
@@ -253,3 +256,17 @@ def estimate_cpu_seconds(
     per_train_image = 1.0 / student_rate + FORWARD_SHARE / teacher_rate
     per_epoch = train_images * per_train_image + test_images * FORWARD_SHARE / student_rate
     return epochs * per_epoch
+
+
+DATA_PATH_LABELS = {"device": "data on the device", "loader": "data through the loader"}
+"""How the Distill page names a run's data path (``status["data_path"]``)."""
+
+
+def run_environment(status: Mapping[str, Any]) -> str | None:
+    """Where a run trains, as the page shows it: ``"cuda (NVIDIA H100) · bf16 · data on the
+    device"``; ``None`` before the run's process wrote it."""
+    if "device" not in status:
+        return None
+    parts = [status["device"], status.get("precision")]
+    parts.append(DATA_PATH_LABELS.get(status.get("data_path", "loader")))
+    return " · ".join(str(part) for part in parts if part)

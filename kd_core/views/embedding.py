@@ -65,6 +65,10 @@ ATTENTION_PREFIX = "attention:"
 
 CSV_COLUMNS = ("model", "sample index", "class", "x", "y")
 
+CKA_SAMPLES = 500
+"""CKA compares ``N x N`` Gram matrices of raw stage features: it uses at most this many
+samples (a fixed random subset of the workspace's)."""
+
 _KEY_CHARS = 16
 
 

@@ -18,7 +18,8 @@ Explaining one image:
   :func:`target_classes` the class whose logit each model's map explains;
 * :func:`agreement_rows` tabulates :func:`~kd_core.analysis.agreement.compare_maps` (each
   student against the teacher) and :func:`~kd_core.analysis.agreement.compare_with_mask`
-  (every model against the object mask) for one image.
+  (every model against the object mask) for one image, :func:`agreement_formats` how to
+  print its numbers.
 
 Example::
 
@@ -328,30 +329,29 @@ def class_labels(class_names: Sequence[str], count: int) -> tuple[str, ...]:
 
 
 def image_predictions(
-    models: Mapping[str, nn.Module], image: Tensor, class_names: Sequence[str] = ()
+    models: Mapping[str, nn.Module],
+    image: Tensor | Mapping[str, Tensor],
+    class_names: Sequence[str] = (),
 ) -> dict[str, Prediction]:
     """Each model's predicted class (argmax of the logits) and its softmax probability on one
-    normalised ``3 x H x W`` image. Models run in eval mode without gradients; their
-    train/eval modes are restored afterwards.
+    normalised ``3 x H x W`` image: the same for every model, or each model's own preparation
+    of it by name (:func:`kd_core.data.model_inputs.model_inputs`). Models run in eval mode
+    without gradients; their train/eval modes are restored afterwards.
 
     Raises:
-        AnalysisError: ``image`` not a finite ``3 x H x W`` float tensor; a model that does not
+        AnalysisError: an image not a finite ``3 x H x W`` float tensor; a model that does not
             return ``1 x K`` logits.
     """
-    valid = isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3
-    if not valid or not image.is_floating_point() or not bool(torch.isfinite(image).all()):
-        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise AnalysisError(
-            f"The image must be one finite 3 x H x W float tensor (a dataset item), got {shape}."
-        )
     predictions = {}
     for name, model in models.items():
+        image_of = image[name] if isinstance(image, Mapping) else image
+        _check_image(image_of)
         modes = [(module, module.training) for module in model.modules()]
-        device = next(model.parameters(), image).device
+        device = next(model.parameters(), image_of).device
         try:
             model.eval()
             with torch.inference_mode():
-                logits = model(image[None].to(device))
+                logits = model(image_of[None].to(device))
         finally:
             for module, training in modes:
                 module.training = training
@@ -362,6 +362,15 @@ def image_predictions(
         labels = class_labels(class_names, len(probabilities))
         predictions[name] = Prediction(index, labels[index], float(probabilities[index]))
     return predictions
+
+
+def _check_image(image: object) -> None:
+    valid = isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3
+    if not valid or not image.is_floating_point() or not bool(torch.isfinite(image).all()):
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise AnalysisError(
+            f"The image must be one finite 3 x H x W float tensor (a dataset item), got {shape}."
+        )
 
 
 def target_classes(
@@ -447,3 +456,15 @@ def agreement_rows(
             row["object area (%)"] = 100 * inside["mask_fraction"]
         rows.append(row)
     return rows
+
+
+def agreement_formats(columns: Sequence[str]) -> dict[str, str]:
+    """Column -> printf format of the measured columns of :func:`agreement_rows` (every column
+    but ``model``): one decimal for percentages (a name with ``(%)``), three otherwise.
+
+    >>> agreement_formats(["model", "cosine vs teacher", "object area (%)"])
+    {'cosine vs teacher': '%.3f', 'object area (%)': '%.1f'}
+    """
+    return {
+        column: "%.1f" if "(%)" in column else "%.3f" for column in columns if column != "model"
+    }

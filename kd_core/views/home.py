@@ -1,0 +1,44 @@
+"""The logic behind the Home page, as plain data (no Streamlit): the workspace at a glance.
+
+Example::
+
+    workspace_records(teacher_entry, [vanilla_entry, amd_entry])
+    # [{"role": "teacher", "checkpoint": "resnet20 teacher", "architecture": "resnet20", ...}, ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kd_core.workspace import CheckpointEntry
+
+WORKSPACE_FORMATS = {"top-1 (%)": "%.2f"}
+"""Column -> printf format of the numbers in :func:`workspace_records`."""
+
+
+def checkpoint_name(entry: CheckpointEntry) -> str:
+    """The short name of a checkpoint: its label without the source and accuracy
+    (``"resnet20 teacher · bundled · 96.01%"`` -> ``"resnet20 teacher"``)."""
+    return entry.label.split(" · ")[0]
+
+
+def workspace_records(
+    teacher: CheckpointEntry | None, students: Sequence[CheckpointEntry]
+) -> list[dict[str, object]]:
+    """One table record per checkpoint of the workspace, the teacher first: ``role``,
+    ``checkpoint`` (:func:`checkpoint_name`), ``architecture``, ``trained on`` (the dataset,
+    ``"unknown"`` when the file does not say), ``top-1 (%)`` (as recorded with the file,
+    ``None`` when unknown) and ``source`` (bundled, run, upload or file)."""
+    roles = [("teacher", teacher)] if teacher else []
+    roles += [("student", entry) for entry in students]
+    return [
+        {
+            "role": role,
+            "checkpoint": checkpoint_name(entry),
+            "architecture": entry.arch,
+            "trained on": entry.dataset or "unknown",
+            "top-1 (%)": entry.top1,
+            "source": entry.source,
+        }
+        for role, entry in roles
+    ]
