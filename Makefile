@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.run-deps
 DEV_STAMP := $(VENV)/.dev-deps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench assets table screenshots reliability chromium clean-venv
+.PHONY: run test lint bench assets table classroom screenshots reliability chromium clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ assets: $(RUN_STAMP)
 ## table: the results table in docs/results.md (about 2 hours on 2 CPU cores, resumable; needs assets)
 table: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_table.py
+
+## classroom: the Distill page's classroom group measured over 3 seeds and 3 budgets (about 30 minutes on 2 CPU cores; needs assets)
+classroom: $(RUN_STAMP)
+	PYTHONPATH=. $(BIN)/python scripts/classroom.py
+
+## gpu-check: on a GPU machine, with its own python3 (PyTorch; no install, no network): the CUDA tests, benchmarks/bench_gpu.py and docs/gpu.md, in under 8 minutes
+gpu-check:
+	PYTHONPATH=. $(PYTHON) scripts/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,11 +12,12 @@ model's lock, so two sessions never see each other's hooks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 import torch
 from torch import nn
@@ -27,10 +28,15 @@ from kd_core.analysis.feature_cache import feature_set_for
 from kd_core.analysis.feature_set import FeatureSet
 from kd_core.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from kd_core.data import create_dataset, dataset_info, list_datasets
+from kd_core.figures.style import FIGURE_CONFIG as FIGURE_CONFIG  # the pages' import
 from kd_core.losses.amd import DEFAULT_MARGIN
 from kd_core.training.runs import RunManager
+from kd_core.views.home import checkpoint_name
+from kd_core.views.runs import records_csv
 from kd_core.workspace import (
+    DEFAULT_SAMPLES,
     CheckpointEntry,
+    dataset_key,
     default_selection,
     find_entry,
     list_checkpoints,
@@ -41,12 +47,6 @@ MARGIN_SLIDER = {
     "min_value": 1.0, "max_value": 2.5, "value": DEFAULT_MARGIN, "step": 0.05, "format": "%.2f"
 }  # fmt: skip
 """The angular margin slider's range and default, the same on every page that shows it."""
-FIGURE_CONFIG = {
-    "toImageButtonOptions": {"format": "svg", "scale": 1},
-    "displaylogo": False,
-}
-"""plotly.js options of every figure: the camera button saves an SVG (vector, drawn by the
-browser: no server-side renderer), for papers and slides."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ PAGES = (
 torch.set_num_threads(1)
 
 SAMPLE_CHOICES = (100, 250, 500, 1000, 2000, 5000)
-DEFAULT_SAMPLES = 1000
+HUB_CACHE_KEY = "ws_hub_cache"
+"""Session key of the hub cache folder whose timm checkpoints the workspace lists."""
 _PENDING = "_workspace_pending"
 
 
@@ -143,13 +144,16 @@ class ModelHandle:
 
     @property
     def name(self) -> str:
-        return self.entry.label.split(" · ")[0]
+        return checkpoint_name(self.entry)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _load(path: str, stamp: tuple[int, int]) -> tuple[LoadedCheckpoint, threading.RLock]:
-    """One load per file version (``stamp`` = modification time and size)."""
-    return load_checkpoint(path), threading.RLock()
+def _load(
+    path: str, stamp: tuple[int, int], arch: str | None = None
+) -> tuple[LoadedCheckpoint, threading.RLock]:
+    """One load per file version (``stamp`` = modification time and size); ``arch`` for an
+    upload whose architecture the user named."""
+    return load_checkpoint(path, arch=arch), threading.RLock()
 
 
 def load_model(entry: CheckpointEntry) -> ModelHandle:
@@ -158,7 +162,8 @@ def load_model(entry: CheckpointEntry) -> ModelHandle:
         info = entry.path.stat()
     except OSError:
         raise CheckpointError(f"{entry.label}: the file is gone; choose another one.") from None
-    loaded, lock = _load(str(entry.path), (info.st_mtime_ns, info.st_size))
+    arch = entry.arch if entry.source == "upload" else None
+    loaded, lock = _load(str(entry.path), (info.st_mtime_ns, info.st_size), arch)
     return ModelHandle(entry, loaded, lock)
 
 
@@ -226,8 +231,15 @@ def _apply_pending(keys: list[str]) -> None:
     st.session_state["ws_students"] = current + added
 
 
+def workspace_checkpoints() -> list[CheckpointEntry]:
+    """Every checkpoint of the workspace, with the timm checkpoints of the hub cache folder
+    chosen in the inspector (default: Hugging Face's)."""
+    hub = st.session_state.get(HUB_CACHE_KEY)
+    return list_checkpoints(hub=Path(hub).expanduser() if hub else None)
+
+
 def _render_workspace() -> Workspace:
-    entries = list_checkpoints()
+    entries = workspace_checkpoints()
     labels = {e.key: e.label for e in entries}
     keys = list(labels)
     default_teacher, default_students = default_selection(entries)
@@ -349,7 +361,7 @@ def feature_sets(
     samples = min(ws.samples, len(dataset))
     if samples < ws.samples:
         st.caption(f"The {ws.split} split has {len(dataset):,} images: using all of them.")
-    data_key = f"{ws.dataset}/{ws.split}/{ws.data_root or 'default'}"
+    data_key = dataset_key(ws.dataset, ws.split, ws.data_root)
     bar = st.progress(0.0, text="Computing features")
     results = []
     try:
@@ -388,6 +400,28 @@ def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[
         bar.progress(min(done / max(total, 1), 1.0), text=f"{label} ({done}/{total})")
 
     return update, bar.empty
+
+
+def data_table(
+    rows: Sequence[Mapping] | pd.DataFrame,
+    *,
+    file_name: str,
+    key: str,
+    csv: str | None = None,
+    label: str = "Table (CSV)",
+    help: str = "The table above as CSV.",
+    **options,
+) -> None:
+    """Every table of the app: ``st.dataframe(rows, hide_index=True, **options)`` and under it
+    a CSV download of the same rows (``csv`` instead, where the file holds more than is shown,
+    e.g. every stage). Nested mappings become dotted columns (:func:`records_csv`)."""
+    st.dataframe(rows, hide_index=True, **options)
+    if csv is None:
+        csv = rows.to_csv(index=False) if isinstance(rows, pd.DataFrame) else records_csv(rows)
+    st.download_button(
+        label, csv, file_name=file_name, mime="text/csv", key=key, help=help,
+        disabled=not len(rows),
+    )  # fmt: skip
 
 
 def project_path(path: Path) -> str:

@@ -20,6 +20,7 @@ import streamlit as st
 from app_pages._shared import (
     FIGURE_CONFIG,
     MARGIN_SLIDER,
+    data_table,
     feature_sets,
     require_dataset,
     require_models,
@@ -53,9 +54,10 @@ from kd_core.figures.margin import boundary_angle
 from kd_core.losses.amd import DEFAULT_MARGIN, DEFAULT_SCALE
 from kd_core.views.angular import (
     COLOUR_BY,
-    HYPERSPHERE_COLUMNS,
+    NUMBER_FORMATS,
     SPLIT_LABELS,
     SUMMARY_COLUMNS,
+    SUMMARY_SHOWN,
     class_pivot,
     content_key,
     hypersphere_records,
@@ -69,20 +71,6 @@ from kd_core.views.image_browser import distinct_names, thumbnails
 
 SCALES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
 IMAGE_SIDE = 128
-TABLE_COLUMNS = [
-    SUMMARY_COLUMNS[field]
-    for field in (
-        "model",
-        "stage",
-        "mean_theta_pos",
-        "mean_theta_neg",
-        "separation",
-        "overlap",
-        "pos_counted_positive",
-        "wasserstein_deg",
-        "mean_cosine",
-    )
-]  # the summary columns shown on the page (the CSV has them all)
 COLUMN_HELP = {
     SUMMARY_COLUMNS["mean_theta_pos"]: "Mean angle of the positive positions.",
     SUMMARY_COLUMNS["mean_theta_neg"]: "Mean angle of the negative positions.",
@@ -94,26 +82,6 @@ COLUMN_HELP = {
     "average, to match the teacher's θ.",
     SUMMARY_COLUMNS["mean_cosine"]: "Cosine of this model's q map with the teacher's, "
     "averaged over samples (1: the same map).",
-}
-NUMBER_FORMATS = {
-    **{
-        SUMMARY_COLUMNS[field]: number_format
-        for field, number_format in (
-            ("mean_theta_pos", "%.2f"),
-            ("mean_theta_neg", "%.2f"),
-            ("separation", "%.2f"),
-            ("overlap", "%.3f"),
-            ("pos_counted_positive", "%.1f"),
-            ("wasserstein_deg", "%.3f"),
-            ("wasserstein_pos_deg", "%.3f"),
-            ("wasserstein_neg_deg", "%.3f"),
-            ("mean_cosine", "%.3f"),
-        )
-    },
-    **{
-        HYPERSPHERE_COLUMNS[field]: "%.2f"
-        for field in ("mean_class_angle_deg", "mean_intra_deg", "mean_inter_deg", "separation")
-    },
 }
 
 
@@ -236,14 +204,18 @@ def _sphere_figure(key: str, model: str, colour_by: str, _features) -> go.Figure
 # ------------------------------------------------------------------ the tabs
 
 
-def _table(records: list[dict], columns: list[str] | None = None, number_format=None) -> None:
-    """A table of ``records``: ``columns`` shown (all by default), numbers formatted by their
-    column (:data:`NUMBER_FORMATS`) or all with ``number_format``."""
+def _table(
+    records: list[dict], name: str, columns: list[str] | None = None, number_format=None, **csv
+) -> None:
+    """A table of ``records`` with its CSV download ``angular_<name>.csv`` (``csv`` passes a
+    fuller file, see :func:`data_table`): ``columns`` shown (all by default), numbers
+    formatted by their column (:data:`NUMBER_FORMATS`) or all with ``number_format``."""
     frame = pd.DataFrame(records)
     numeric = frame.select_dtypes("number").columns
-    st.dataframe(
+    data_table(
         frame,
-        hide_index=True,
+        file_name=f"angular_{name}.csv",
+        key=_key(f"{name}_csv"),
         column_order=columns,
         column_config={
             column: st.column_config.NumberColumn(
@@ -251,6 +223,7 @@ def _table(records: list[dict], columns: list[str] | None = None, number_format=
             )
             for column in numeric
         },
+        **csv,
     )
 
 
@@ -284,20 +257,19 @@ def _summary_tab(view: View) -> None:
             view.key, view.margin, view.scale, view.split, view.fraction, _features=view.features
         )
     st.markdown(f"**At {view.stage_label}**")
-    _table(summary_records([r for r in rows if r.teacher_stage == view.stage]), TABLE_COLUMNS)
+    _table(
+        summary_records([r for r in rows if r.teacher_stage == view.stage]),
+        f"summary_{view.split}",
+        SUMMARY_SHOWN,
+        csv=pd.DataFrame(summary_records(rows)).to_csv(index=False),
+        label="Summary, every stage (CSV)",
+        help="Every stage and column of the summary (including the Wasserstein distances of "
+        "the positive and negative positions alone), one row per model and stage.",
+    )
     st.caption(
         "Hover a column's name for what it measures. Wasserstein and cosine compare each "
         "model with the teacher (0 and 1 for the teacher itself); separation and overlap "
         "compare each model's positive and negative θ."
-    )
-    st.download_button(
-        "Summary, every stage (CSV)",
-        pd.DataFrame(summary_records(rows)).to_csv(index=False),
-        file_name=f"angular_summary_{view.split}.csv",
-        mime="text/csv",
-        key=_key("csv"),
-        help="Every stage and column of the summary (including the Wasserstein distances of "
-        "the positive and negative positions alone), one row per model and stage.",
     )
     st.plotly_chart(separation_figure(rows), width="stretch", config=FIGURE_CONFIG)
 
@@ -344,9 +316,9 @@ def _classes_tab(view: View) -> None:
         key=_key("class"),
         help="The summary over the selected samples of this class only, at the chosen stage.",
     )
-    _table(summary_records([r for r in rows if r.class_name == chosen]), TABLE_COLUMNS)
+    _table(summary_records([r for r in rows if r.class_name == chosen]), "class", SUMMARY_SHOWN)
     st.markdown(f"**Separation of positive and negative θ per class, at {view.stage_label}**")
-    _table(class_pivot(rows, "separation"), number_format="%.2f")
+    _table(class_pivot(rows, "separation"), "class_separation", number_format="%.2f")
     st.plotly_chart(class_figure, width="stretch", config=FIGURE_CONFIG)
     st.caption(
         "The box plots use the pooled features (the input of the classifier), not the "
@@ -358,7 +330,7 @@ def _classes_tab(view: View) -> None:
 def _hypersphere_tab(view: View) -> None:
     with st.spinner("Measuring the angles between samples…"):
         summaries = _sphere_summaries(view.key, _features=view.features)
-    _table(hypersphere_records(summaries))
+    _table(hypersphere_records(summaries), "hypersphere")
     st.caption(
         "On the unit-normalised pooled features: mean angle of a sample to its class's mean "
         "direction, mean angle between two samples of one class (intra) and of two classes "

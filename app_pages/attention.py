@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from app_pages._shared import (
     FIGURE_CONFIG,
+    data_table,
     feature_sets,
     require_dataset,
     require_models,
@@ -20,12 +21,13 @@ from app_pages._shared import (
 from kd_core.analysis.attribution import METHODS, attribution_maps, forward_passes
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.feature_set import FeatureSet
-from kd_core.data import ImageError, dataset_info, denormalize, prepare_image
+from kd_core.data import ImageError, dataset_info, denormalize, model_inputs, prepare_image
 from kd_core.figures.attention import attention_overlay_figure, stage_overlay_figure
 from kd_core.views.image_browser import (
     TARGET_MODES,
     THUMBNAIL_SIDE,
     StageRow,
+    agreement_formats,
     agreement_rows,
     class_labels,
     distinct_names,
@@ -53,13 +55,14 @@ def _maps(
     requests: tuple[tuple[str, int | None, str | None], ...],
     *,
     _models: dict[str, torch.nn.Module],
-    _image: Tensor,
+    _inputs: dict[str, Tensor],
 ) -> dict[str, Tensor]:
-    """``{model: map}`` for ``requests`` = (model, target, stage) on one image, cached by the
-    models' files (``versions``), the image's bytes, the method and the requests."""
+    """``{model: map}`` for ``requests`` = (model, target, stage) on one image (``_inputs``: as
+    each model sees it), cached by the models' files (``versions``), the inputs' bytes, the
+    method and the requests."""
     return {
         name: attribution_maps(
-            _models[name], _image[None], method=method, target=target, stage=stage
+            _models[name], _inputs[name][None], method=method, target=target, stage=stage
         )[0]
         for name, target, stage in requests
     }
@@ -74,10 +77,11 @@ def _from_dataset(
     dataset: Dataset,
     dataset_name: str,
     class_names: tuple[str, ...],
-    names: list[str],
-) -> tuple[Tensor, Tensor | None, str]:
+    models: dict[str, torch.nn.Module],
+) -> tuple[Tensor, dict[str, Tensor], Tensor | None, str]:
     """Browse the workspace's samples (``features``: one set per model, the teacher first);
-    ``(image, mask, description)`` of the chosen one."""
+    ``(image, each model's input, mask, description)`` of the chosen one."""
+    names = list(models)
     labels = features[0].labels
     predictions = {name: fs.predictions for name, fs in zip(names, features, strict=True)}
     filters = {f.label: f for f in sample_filters(names[0], names[1:])}
@@ -146,11 +150,16 @@ def _from_dataset(
     )
     position = position_of[index]
     mask = None if features[0].masks is None else features[0].masks[position]
-    return dataset[index][0], mask, f"#{index}, true class {class_names[int(labels[position])]}"
+    inputs = {name: model_inputs(dataset, model)[index][0] for name, model in models.items()}
+    description = f"#{index}, true class {class_names[int(labels[position])]}"
+    return dataset[index][0], inputs, mask, description
 
 
-def _from_upload(dataset_name: str) -> tuple[Tensor, None, str]:
-    """An uploaded image prepared like the test images; ``(image, None, description)``."""
+def _from_upload(
+    dataset_name: str, models: dict[str, torch.nn.Module]
+) -> tuple[Tensor, dict[str, Tensor], None, str]:
+    """An uploaded image prepared like the test images, and as each model sees it;
+    ``(image, inputs, None, description)``."""
     upload = st.file_uploader(
         "Image",
         type=UPLOAD_TYPES,
@@ -163,12 +172,16 @@ def _from_upload(dataset_name: str) -> tuple[Tensor, None, str]:
         st.stop()
     try:
         image = prepare_image(upload, dataset_name)[0]
+        inputs = {
+            name: prepare_image(upload, dataset_name, model=model)[0]
+            for name, model in models.items()
+        }
     except ImageError as exc:
         st.error(str(exc))
         st.stop()
     side = image.shape[-1]
     st.caption(f"{upload.name}: central square resized to {side} x {side} pixels.")
-    return image, None, upload.name
+    return image, inputs, None, upload.name
 
 
 st.title("Attention maps")
@@ -195,11 +208,13 @@ if source == SOURCES[0]:
     dataset = require_dataset(ws)
     features = feature_sets(ws, handles)
     class_names = class_labels(features[0].class_names, teacher.loaded.num_classes)
-    image, mask, description = _from_dataset(features, dataset, ws.dataset, class_names, names)
+    image, inputs, mask, description = _from_dataset(
+        features, dataset, ws.dataset, class_names, models
+    )
 else:  # no dataset files needed: the class names, when the registry knows them
     known = dataset_info(ws.dataset).class_names or ()
     class_names = class_labels(known, teacher.loaded.num_classes)
-    image, mask, description = _from_upload(ws.dataset)
+    image, inputs, mask, description = _from_upload(ws.dataset, models)
 
 st.subheader("Method")
 left, right = st.columns(2)
@@ -212,7 +227,7 @@ method = left.selectbox(
 )
 st.caption(f"{METHODS[method].description} Cost: {METHODS[method].cost}")
 if method in COSTLY:
-    passes = forward_passes(method, *image.shape[-2:])
+    passes = forward_passes(method, *inputs[names[0]].shape[-2:])
     extra = " and as many backward passes" if method == "integrated_gradients" else ""
     st.warning(
         f"{METHODS[method].label} needs {passes} forward passes{extra} per model on this image "
@@ -269,7 +284,7 @@ if mode == "chosen" and not class_agnostic:
 
 try:
     with st.spinner(f"Computing {METHODS[method].label} maps…"), using(*handles):
-        predicted = image_predictions(models, image, class_names)
+        predicted = image_predictions(models, inputs, class_names)
         targets = target_classes(
             "own" if class_agnostic else mode,
             {name: p.class_index for name, p in predicted.items()},
@@ -277,14 +292,14 @@ try:
             chosen=chosen,
         )
         versions = tuple(f"{h.entry.key}@{h.entry.path.stat().st_mtime_ns}" for h in handles)
-        image_key = image.numpy().tobytes()
+        image_key = b"".join(inputs[name].numpy().tobytes() for name in models)
         maps = _maps(
             versions,
             image_key,
             method,
             tuple((name, targets[name], row.stages[name] if row else None) for name in models),
             _models=models,
-            _image=image,
+            _inputs=inputs,
         )
         stage_maps = {
             r.label: _maps(
@@ -293,7 +308,7 @@ try:
                 "activation",
                 tuple((name, None, r.stages[name]) for name in models),
                 _models=models,
-                _image=image,
+                _inputs=inputs,
             )
             for r in (rows if class_agnostic else [])
         }
@@ -302,7 +317,7 @@ except AnalysisError as exc:
     st.stop()
 
 st.subheader("Predictions")
-st.dataframe(
+data_table(
     [
         {
             "model": name,
@@ -314,7 +329,8 @@ st.dataframe(
         }
         for name, p in predicted.items()
     ],
-    hide_index=True,
+    file_name="attention_predictions.csv",
+    key="attention_predictions_csv",
     column_config={"confidence (%)": st.column_config.NumberColumn(format="%.1f")},
 )
 
@@ -340,12 +356,13 @@ if stage_maps:
 
 st.subheader("Agreement")
 table = pd.DataFrame(agreement_rows(maps, mask=mask))
-st.dataframe(
+data_table(
     table,
-    hide_index=True,
+    file_name=f"attention_agreement_{method}.csv",
+    key="attention_agreement_csv",
     column_config={
-        column: st.column_config.NumberColumn(format="%.3f" if "(%)" not in column else "%.1f")
-        for column in table.columns[1:]
+        column: st.column_config.NumberColumn(format=number_format)
+        for column, number_format in agreement_formats(table.columns).items()
     },
 )
 st.caption(
@@ -357,11 +374,4 @@ st.caption(
         if mask is not None
         else ""
     )
-)
-st.download_button(
-    "Agreement (CSV)",
-    table.to_csv(index=False),
-    file_name=f"attention_agreement_{method}.csv",
-    mime="text/csv",
-    help="The table above, one row per model.",
 )

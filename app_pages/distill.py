@@ -6,7 +6,14 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from app_pages._shared import FIGURE_CONFIG, request_workspace, run_manager, workspace
+from app_pages._shared import (
+    FIGURE_CONFIG,
+    data_table,
+    request_workspace,
+    run_manager,
+    workspace,
+    workspace_checkpoints,
+)
 from kd_core.analysis.errors import AnalysisError
 from kd_core.data import dataset_info
 from kd_core.figures.training import compare_runs_figure, training_curves_figure
@@ -17,6 +24,7 @@ from kd_core.training.config import PRESETS
 from kd_core.training.methods import METHOD_SETS, METHODS
 from kd_core.training.run_files import FINAL_STATES, RunFiles
 from kd_core.views.distill import (
+    CLASSROOM_PRESET,
     CPU_IMAGES_PER_SECOND,
     DEFAULT_PRESET,
     DISTILL_WEIGHTS,
@@ -25,10 +33,10 @@ from kd_core.views.distill import (
     estimate_cpu_seconds,
     group_configs,
     preset_form,
+    run_environment,
     split_size,
 )
 from kd_core.views.runs import format_duration, objective_name, queue_position, run_progress
-from kd_core.workspace import list_checkpoints
 
 POLL_SECONDS = 2.0
 NO_TEACHER = "none"
@@ -60,10 +68,12 @@ def _key(name: str) -> str:
     return f"distill_{name}"
 
 
-def _whole_number(column, label: str, name: str, step: int, help_text: str) -> int:
-    """A number input for a count or seed >= 0 that starts at 0."""
+def _whole_number(
+    column, label: str, name: str, step: int, help_text: str, value: int = 0, key: str = ""
+) -> int:
+    """A number input for a count or seed >= 0 (starting at ``value``, 0 by default)."""
     value = column.number_input(
-        label, min_value=0, value=0, step=step, key=_key(name), help=help_text
+        label, min_value=0, value=value, step=step, key=key or _key(name), help=help_text
     )
     return int(value)
 
@@ -123,6 +133,9 @@ def _follow(run_id: str, was_active: bool) -> None:
     progress = run_progress(info, records)
     st.subheader(f"Run {run_id}")
     st.caption(f"{info.config.get('student', '?')} · {objective_name(info.config)} · {info.path}")
+    environment = run_environment(info.status)
+    if environment:
+        st.caption(f"Trains on {environment}.")
 
     if info.state == "queued":
         runs = manager.list()
@@ -217,7 +230,7 @@ def _follow_group(run_ids: list[str], was_active: bool) -> None:
                 "attention cosine": probes[-1] if probes else None, "run": info.run_id,
             }
         )  # fmt: skip
-    st.dataframe(rows, hide_index=True)
+    data_table(rows, file_name="group.csv", key="distill_group_csv")
     by_label = {labels[run_id]: records[run_id] for run_id in records}
     if any(r["kind"] == "epoch" for rs in by_label.values() for r in rs):
         for metric in ("test_top1", "attention_cosine"):
@@ -265,11 +278,15 @@ mode = st.radio(
 )
 compare = mode == MODES[1]
 
-entries = {entry.key: entry for entry in list_checkpoints()}
+entries = {entry.key: entry for entry in workspace_checkpoints()}
 teacher_options = [NO_TEACHER, *entries]
 default_teacher = ws.teacher.key if ws.teacher else NO_TEACHER
 default_weights = DISTILL_WEIGHTS if ws.teacher else {"ce": 1.0}  # AMD recipe, or vanilla
-preset_name = st.session_state.get(_key("preset"), DEFAULT_PRESET)  # drawn in Schedule
+# Each mode keeps its own preset: compare mode starts with the classroom budget.
+preset_key, preset_default = (
+    (_key("preset_compare"), CLASSROOM_PRESET) if compare else (_key("preset"), DEFAULT_PRESET)
+)
+preset_name = st.session_state.get(preset_key, preset_default)  # drawn in Schedule
 defaults = preset_form(preset_name)
 
 st.header("Networks")
@@ -379,10 +396,11 @@ st.header("Schedule")
 st.selectbox(
     "Preset",
     list(PRESETS),
-    index=list(PRESETS).index(DEFAULT_PRESET),
-    key=_key("preset"),
-    help="Fills epochs, batch size, learning rate and KD temperature; its optimiser (SGD, "
-    "momentum 0.9, weight decay 5e-4) and schedule are used for the run.",
+    index=list(PRESETS).index(preset_default),
+    key=preset_key,
+    help="Fills epochs, batch size, learning rate, KD temperature and the training-image "
+    "limit; its optimiser (SGD, momentum 0.9, weight decay 5e-4) and schedule are used for the "
+    "run. Compare mode starts with shapes-classroom, a group short enough for a lecture.",
 )
 left, middle, right = st.columns(3)
 # label, field, its range and step: the preset fills the value
@@ -410,6 +428,7 @@ epochs, batch_size, lr = (
 limit_train = _whole_number(
     left, "Limit training images", "limit_train", 64,
     "Train on the first N images only (quick demos); 0 uses the whole split.",
+    value=defaults.limit_train or 0, key=_preset_key("limit_train", preset_name),
 )  # fmt: skip
 limit_test = _whole_number(
     middle, "Limit test images", "limit_test", 64,

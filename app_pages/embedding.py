@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 from torch.utils.data import Dataset
@@ -22,6 +21,7 @@ from app_pages._shared import (
     FIGURE_CONFIG,
     ModelHandle,
     Workspace,
+    data_table,
     feature_sets,
     require_dataset,
     require_models,
@@ -37,10 +37,11 @@ from kd_core.analysis.feature_set import FeatureSet
 from kd_core.analysis.similarity import CKAMatrix
 from kd_core.data import denormalize
 from kd_core.figures.attention import attention_overlay_figure
-from kd_core.figures.embedding import METHOD_NAMES, embedding_figure
+from kd_core.figures.embedding import METHOD_NAMES, embedding_caption, embedding_figure
 from kd_core.figures.similarity import cka_heatmap_figure
 from kd_core.views.angular import content_key
 from kd_core.views.embedding import (
+    CKA_SAMPLES,
     LAYOUTS,
     cka_matrices,
     coordinates_csv,
@@ -57,7 +58,6 @@ from kd_core.views.image_browser import distinct_names, thumbnails
 from kd_core.views.projector import projector_zip
 
 # (Comments, not docstrings: Streamlit's "magic" would print a bare string on the page.)
-CKA_SAMPLES = 500  # CKA compares N x N Gram matrices of raw stage features: at most this many
 GALLERY_IMAGES = 24  # selected images shown as thumbnails (the table lists every selected one)
 ATTENTION_IMAGES = 8  # selected images whose attention maps are drawn
 THUMBNAIL_SIDE = 64
@@ -110,34 +110,6 @@ def _named(sets: list[FeatureSet], names: list[str]) -> list[FeatureSet]:
     return [dataclasses.replace(s, name=name) for s, name in zip(sets, names, strict=True)]
 
 
-def _map_caption(maps: dict[str, Embedding], method: str, layout: str) -> str:
-    parts = []
-    if method == "pca":
-        shares = {
-            name: "{:.0%} and {:.0%}".format(*e.explained_variance_ratio)
-            for name, e in maps.items()
-        }
-        if layout == "joint":  # one PCA of all rows: the same shares for every model
-            parts.append(f"PC 1 and PC 2 keep {next(iter(shares.values()))} of the variance.")
-        else:
-            listed = "; ".join(f"{name}: {share}" for name, share in shares.items())
-            parts.append(f"Share of the variance along PC 1 and PC 2 ({listed}).")
-    else:
-        parts.append(
-            f"{METHOD_NAMES[method]} keeps neighbours together: distances between clusters and "
-            "cluster sizes mean nothing."
-        )
-    if layout == "joint":
-        parts.append("All models' rows are embedded together: one coordinate system.")
-    elif len(maps) > 1:
-        parts.append(
-            "Each model is embedded on its own; each student's map is rotated, scaled and "
-            "shifted onto the teacher's (Procrustes), so its shape is its own and the same "
-            "sample sits at comparable places."
-        )
-    return " ".join(parts)
-
-
 def _selection_section(
     features: list[FeatureSet], positions: np.ndarray, dataset: Dataset, dataset_name: str
 ) -> None:
@@ -150,7 +122,7 @@ def _selection_section(
     teacher = features[0]
     records = selection_records(features, positions)
     st.markdown(f"**{len(records):,} selected samples**")
-    st.dataframe(pd.DataFrame(records), hide_index=True)
+    data_table(records, file_name="embedding_selection.csv", key=_key("selection_csv"))
     shown = positions[:GALLERY_IMAGES]
     images = torch.stack([dataset[int(teacher.indices[p])][0] for p in shown])
     rgb = denormalize(images, dataset_name)
@@ -355,7 +327,7 @@ if maps is not None:
         key=_key("map"),
         config=FIGURE_CONFIG,
     )
-    st.caption(_map_caption(maps, method, layout))
+    st.caption(embedding_caption(maps, method, layout))
     if teacher_set.labels.unique().numel() < 2:
         st.caption("All samples are of one class: colour by correct / wrong to tell them apart.")
     st.download_button(

@@ -2,10 +2,34 @@
 
 import streamlit as st
 
-from app_pages._shared import FIGURE_CONFIG, MARGIN_SLIDER, workspace
+from app_pages._shared import (
+    FIGURE_CONFIG,
+    MARGIN_SLIDER,
+    Workspace,
+    data_table,
+    load_model,
+    workspace,
+)
+from kd_core.checkpoints import CheckpointError
 from kd_core.figures.margin import boundary_angle, margin_figure
 from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_SCALE
+from kd_core.report.build import ReportRequest, build_report, class_count_problem
+from kd_core.report.html import report_html
+from kd_core.views.home import checkpoint_name, workspace_records
 from kd_core.workspace import bundled_checkpoints
+
+
+def _report_problem(ws: Workspace) -> str | None:
+    """Why the workspace cannot be reported (checked before the button: the report itself is
+    built after the click, where no message can be shown), or ``None``."""
+    if not ws.students:
+        return "Choose at least one student in the sidebar to make a report of the workspace."
+    try:
+        handles = [load_model(entry) for entry in ws.entries]
+    except CheckpointError as exc:
+        return str(exc)
+    return class_count_problem({h.name: h.loaded.num_classes for h in handles})
+
 
 st.title("Angular margin-based distillation (AMD)")
 st.markdown(
@@ -24,44 +48,51 @@ st.markdown(
 
 st.header("Your workspace")
 ws = workspace()
-roles = [("teacher", ws.teacher)] if ws.teacher else []
-roles += [("student", entry) for entry in ws.students]
-if roles:
-    st.dataframe(
-        [
-            {
-                "role": role,
-                "checkpoint": entry.label.split(" · ")[0],
-                "architecture": entry.arch,
-                "trained on": entry.dataset or "unknown",
-                "top-1 (%)": entry.top1,
-                "source": entry.source,
-            }
-            for role, entry in roles
-        ],
-        hide_index=True,
-    )
+records = workspace_records(ws.teacher, ws.students)
+if records:
+    data_table(records, file_name="workspace.csv", key="home_workspace_csv")
     st.caption(
         f"Analyses use {ws.samples:,} images of the {ws.split} split of {ws.dataset}. Change "
         "the teacher, students and data in the sidebar; every page follows."
     )
+    problem = _report_problem(ws)
+    if problem:
+        st.caption(problem)
+    else:
+        request = ReportRequest(
+            ws.teacher, ws.students, ws.dataset, ws.split, ws.samples, ws.data_root
+        )
+        st.download_button(
+            "Report of this workspace (HTML)",
+            lambda: report_html(build_report(request)),
+            file_name="amd_report.html",
+            mime="text/html",
+            on_click="ignore",
+            key="home_report",
+            help="One HTML file that opens offline, with no network: this table, the θ "
+            "histograms and summaries per stage, the attention maps of 8 images with their "
+            "agreement, the 2-D embedding and CKA (and the results table for the bundled "
+            "teacher). Built when you click: up to half a minute. The command line makes the "
+            "same file: `python -m kd_core report OUT.html`.",
+        )
 else:
     st.info("No checkpoint yet: upload one in the Checkpoint inspector or train one in Distill.")
 
 bundled = bundled_checkpoints()
 if bundled:
     with st.expander(f"The {len(bundled)} bundled checkpoints and their accuracy"):
-        st.dataframe(
+        data_table(
             [
                 {
-                    "checkpoint": entry.label.split(" · ")[0],
+                    "checkpoint": checkpoint_name(entry),
                     "role": entry.role,
                     "top-1 (%)": entry.top1,
                     "key": entry.key,
                 }
                 for entry in bundled
             ],
-            hide_index=True,
+            file_name="bundled_checkpoints.csv",
+            key="home_bundled_csv",
         )
         st.caption(
             "Top-1 of each shipped file on the whole `shapes` test split. Every student learnt "

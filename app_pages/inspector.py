@@ -10,6 +10,8 @@ import streamlit as st
 
 from app_pages._shared import (
     FIGURE_CONFIG,
+    HUB_CACHE_KEY,
+    data_table,
     load_model,
     progress_callback,
     project_path,
@@ -17,32 +19,68 @@ from app_pages._shared import (
     require_dataset,
     using,
     workspace,
+    workspace_checkpoints,
 )
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.evaluation import evaluate_model
 from kd_core.checkpoints import CheckpointError, export_safetensors, summarize
+from kd_core.checkpoints.hub import hub_cache_dir
 from kd_core.figures.evaluation import confusion_figure, per_class_accuracy_figure
+from kd_core.models import list_models, timm_model_names
 from kd_core.models.layers import layer_table
-from kd_core.workspace import find_entry, list_checkpoints, store_upload
+from kd_core.workspace import find_entry, hub_checkpoints, store_upload
+
+DETECT = "(detect from the weights)"
 
 st.title("Checkpoint inspector")
 st.caption(
     "Pick a checkpoint or upload one (.pt, .pth, .ckpt, .safetensors: plain state dicts, "
-    "RepDistiller/mdistiller/torchdistill checkpoints, our own runs). Nothing in the file is "
-    "executed: pickles are read with `weights_only` loading."
+    "RepDistiller/mdistiller/torchdistill checkpoints, timm weights, our own runs), or list the "
+    "timm checkpoints of a Hugging Face hub cache. Nothing in the file is executed: pickles are "
+    "read with `weights_only` loading."
 )
 
-entries = list_checkpoints()
+entries = workspace_checkpoints()
 labels = {e.key: e.label for e in entries}
 source = st.radio(
     "Checkpoint",
-    ["From the list", "Upload a file"],
+    ["From the list", "Upload a file", "Hub cache folder"],
     horizontal=True,
     key="inspector_source",
-    help="The list holds the bundled checkpoints, your runs and earlier uploads.",
+    help="The list holds the bundled checkpoints, your runs, earlier uploads and the hub "
+    "cache's timm checkpoints.",
 )
 key = None
-if source == "Upload a file":
+if source == "Hub cache folder":
+    folder = st.text_input(
+        "Hub cache folder",
+        value=st.session_state.get(HUB_CACHE_KEY) or str(hub_cache_dir()),
+        help="A Hugging Face hub cache (models--org--name folders) or a folder of timm hub "
+        "folders (config.json + model.safetensors); its timm checkpoints join the workspace.",
+    ).strip()
+    st.session_state[HUB_CACHE_KEY] = folder
+    found = hub_checkpoints(Path(folder).expanduser()) if folder else []
+    if not found:
+        st.info(f"No timm checkpoint with weights in {folder or 'that folder'}.")
+        st.stop()
+    entries = workspace_checkpoints()
+    labels = {e.key: e.label for e in entries}
+    key = st.selectbox(
+        "timm checkpoint",
+        [e.key for e in found],
+        format_func=labels.get,
+        key="inspector_hub_key",
+        help="The hub cache's timm checkpoints: the config.json names the architecture.",
+    )
+elif source == "Upload a file":
+    arch = st.selectbox(
+        "Architecture",
+        [DETECT, *list_models(), *timm_model_names()],
+        key="inspector_arch",
+        help="Detected from the parameter names and shapes (the CIFAR zoo, torchvision and the "
+        "curated timm families); type to search every timm model when the weights alone do not "
+        "tell.",
+    )
     upload = st.file_uploader(
         "Checkpoint file",
         type=["pt", "pth", "ckpt", "bin", "safetensors"],
@@ -51,21 +89,22 @@ if source == "Upload a file":
     )
     if upload is not None:
         stored = st.session_state.setdefault("inspector_stored", {})
-        if upload.file_id not in stored:
+        named = None if arch == DETECT else arch
+        if (upload.file_id, named) not in stored:
             with st.spinner(f"Checking {upload.name}…"):
                 try:
-                    stored[upload.file_id] = (
+                    stored[upload.file_id, named] = (
                         "ok",
-                        store_upload(upload.getvalue(), upload.name).key,
+                        store_upload(upload.getvalue(), upload.name, arch=named).key,
                     )
                 except CheckpointError as exc:
-                    stored[upload.file_id] = ("error", str(exc))
-        outcome, value = stored[upload.file_id]
+                    stored[upload.file_id, named] = ("error", str(exc))
+        outcome, value = stored[upload.file_id, named]
         if outcome == "error":
             st.error(value)
         else:
             key = value
-            entries = list_checkpoints()
+            entries = workspace_checkpoints()
             labels = {e.key: e.label for e in entries}
             st.success(f"{upload.name} is a usable checkpoint; it is now in the workspace lists.")
 else:
@@ -102,6 +141,11 @@ if summary["also_matches"]:
     )
 if summary["skipped"]:
     st.caption("Not loaded (not part of the network): " + ", ".join(summary["skipped"][:20]))
+if summary["input_config"]:
+    st.caption(
+        "Input recipe (timm's pretrained config): "
+        + "; ".join(f"{name} {value}" for name, value in summary["input_config"].items())
+    )
 st.caption(f"File: `{project_path(handle.entry.path)}`")
 
 use_teacher, use_student, _ = st.columns([1, 1, 2])
@@ -114,19 +158,20 @@ structure, metadata, evaluation = st.tabs(["Structure", "Metadata", "Evaluate"])
 with structure:
     if summary["stages"]:
         st.subheader("Distillation stages")
-        st.dataframe(
+        data_table(
             [
                 {"stage": name, "output (B x C x H x W)": " x ".join(map(str, shape))}
                 for name, shape in summary["stages"].items()
             ],
-            hide_index=True,
+            file_name=f"{summary['architecture']}_stages.csv",
+            key="inspector_stages_csv",
         )
         st.caption(
             f"Pooled feature: {summary['pooled_shape']}, logits: {summary['logits_shape']}, "
             f"for an input of {summary['input_shape']}."
         )
     st.subheader("Layers")
-    st.dataframe(
+    data_table(
         [
             {
                 "layer": row.name,
@@ -136,7 +181,8 @@ with structure:
             }
             for row in layers
         ],
-        hide_index=True,
+        file_name=f"{summary['architecture']}_layers.csv",
+        key="inspector_layers_csv",
         height=360,
     )
 with metadata:

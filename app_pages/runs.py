@@ -8,7 +8,12 @@ import json
 
 import streamlit as st
 
-from app_pages._shared import FIGURE_CONFIG, project_path, run_manager
+from app_pages._shared import (
+    FIGURE_CONFIG,
+    data_table,
+    project_path,
+    run_manager,
+)
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.training import METRIC_TITLES, compare_runs_figure, training_curves_figure
 from kd_core.training.run_files import FINAL_STATES, RunFiles
@@ -59,16 +64,19 @@ st.caption(
     "(trained side by side) share one row, opened below. Runs train in the background; press "
     "Refresh to see their progress."
 )
-st.dataframe(
+data_table(
     rows,
-    hide_index=True,
+    file_name="runs.csv",
+    key="runs_csv",
     column_config={"best top-1 (%)": PERCENT, "last top-1 (%)": PERCENT},
 )
 for group, members in groups.items():
     with st.expander(f"{group}: {len(members)} students trained side by side"):
-        st.dataframe(
+        data_table(
             members,
-            hide_index=True,
+            file_name=f"{group}.csv",
+            key=f"runs_group_csv_{group}",
+            label="The group's table (CSV)",
             column_config={"best top-1 (%)": PERCENT, "last top-1 (%)": PERCENT},
         )
         member_records = {m["run"]: records[m["run"]] for m in members}
@@ -77,23 +85,11 @@ for group, members in groups.items():
                 compare_runs_figure(member_records, "test_top1"), width="stretch",
                 config=FIGURE_CONFIG, key=f"runs_group_{group}",
             )  # fmt: skip
-        st.download_button(
-            "Download the group's table (CSV)", records_csv(members),
-            file_name=f"{group}.csv", mime="text/csv", key=f"runs_group_csv_{group}",
-        )  # fmt: skip
 st.caption(
     f"Every run also writes TensorBoard event files: `tensorboard --logdir "
     f"{project_path(manager.root)}` shows their curves, configurations and final metrics."
 )
-left, right = st.columns(2)
-left.button("Refresh", help="Read the run folders again.")
-right.download_button(
-    "Download the table (CSV)",
-    records_csv(rows),
-    file_name="runs.csv",
-    mime="text/csv",
-    help="The table above as CSV.",
-)
+st.button("Refresh", help="Read the run folders again.")
 
 st.header("Compare runs")
 with_epochs = [info.run_id for info in runs if epoch_records(records[info.run_id])]
@@ -119,19 +115,15 @@ if chosen:
     else:
         st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
     comparison = comparison_rows([by_id[run_id] for run_id in chosen], records)
-    st.dataframe(
+    data_table(
         comparison,
-        hide_index=True,
+        file_name="runs_comparison.csv",
+        key="runs_comparison_csv",
+        label="The comparison (CSV)",
+        help="The final metrics of the chosen runs as CSV.",
         column_config={
             name: PERCENT for name in comparison[0] if name.endswith("(%)") or name == "test loss"
         },
-    )
-    st.download_button(
-        "Download the comparison (CSV)",
-        records_csv(comparison),
-        file_name="runs_comparison.csv",
-        mime="text/csv",
-        help="The final metrics of the chosen runs as CSV.",
     )
 else:
     st.caption("Choose one or more runs to compare them.")

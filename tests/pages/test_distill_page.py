@@ -112,6 +112,7 @@ def test_a_tiny_run_is_followed_until_it_finishes_and_joins_the_workspace(app, t
         assert not app.exception, [e.value for e in app.exception]
     [finished] = [s.value for s in app.success if s.value.startswith("Finished")]
     assert "after 1 epochs" in finished
+    assert "Trains on cpu · fp32 · data through the loader." in app.caption.values
     [chart] = app.get("plotly_chart")
     assert '"test top-1"' in chart.proto.spec
 
@@ -119,6 +120,18 @@ def test_a_tiny_run_is_followed_until_it_finishes_and_joins_the_workspace(app, t
     assert f"run:{run_dir.name}" in app.session_state["ws_students"]
     _click(app, "Use as teacher")
     assert app.session_state["ws_teacher"] == f"run:{run_dir.name}"
+
+
+def test_compare_mode_starts_with_the_classroom_budget_and_each_mode_keeps_its_preset(app):
+    _widget(app.main.radio, "Mode").set_value("Compare methods").run()
+    assert _widget(app.main.selectbox, "Preset").value == "shapes-classroom"
+    assert _number(app, "Epochs").value == 1
+    assert _number(app, "Limit training images").value == 30_000
+    _widget(app.main.radio, "Mode").set_value("One run").run()
+    assert not app.exception
+    assert _widget(app.main.selectbox, "Preset").value == "shapes-short"
+    assert _number(app, "Epochs").value == 3
+    assert _number(app, "Limit training images").value == 0
 
 
 def test_compare_mode_trains_the_classroom_set_side_by_side_and_fills_the_workspace(app, tmp_path):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 import kd_core
@@ -103,3 +104,56 @@ def test_every_figure_of_every_page_gets_the_shared_plotly_config():
                 calls.append((path.name, node.lineno, [ast.unparse(c) for c in config]))
     assert len(calls) >= 15
     assert all(config == ["FIGURE_CONFIG"] for _, _, config in calls), calls
+
+
+def test_every_table_of_every_page_has_a_csv_download():
+    """Pages draw tables only through ``data_table`` (a table and its CSV download): the one
+    ``st.dataframe`` call in app_pages is the one inside it."""
+    calls = []
+    for path in sorted((APP.parent / "app_pages").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for function in [None, *ast.walk(tree)]:
+            if function is not None and not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function or tree):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
+                    "dataframe", "table", "data_editor",
+                ):  # fmt: skip
+                    calls.append((path.name, function.name if function else None, node.lineno))
+    inside = {(name, line) for name, owner, line in calls if owner == "data_table"}
+    assert len(inside) == 1 and {(n, line) for n, _, line in calls} == inside, calls
+
+
+def test_report_download_writes_the_workspace_report(open_page, monkeypatch):
+    """The button's file is built on click (a deferred download): the callable it registers
+    returns the report of the sidebar's workspace."""
+    registered = {}
+    register = MediaFileManager.add_deferred
+
+    def remember(self, data_callable, mimetype, coordinates, file_name=None, **options):
+        registered[file_name] = (data_callable, mimetype)
+        return register(self, data_callable, mimetype, coordinates, file_name, **options)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    at = open_page()
+    [samples] = [s for s in at.sidebar.select_slider if s.label == "Samples"]
+    samples.set_value(100).run()
+    assert not at.exception
+    [button] = [b for b in at.get("download_button") if b.proto.label.startswith("Report")]
+    assert button.proto.label == "Report of this workspace (HTML)"
+    build, mimetype = registered["amd_report.html"]
+    assert mimetype == "text/html"
+    page = build()
+    assert page.startswith("<!DOCTYPE html>") and "100 images of the test split" in page
+    assert "<h2>Attention maps</h2>" in page and "<th>method</th>" in page
+    for name in ("resnet20 teacher", "resnet8 vanilla", "resnet8 AMD"):
+        assert f"<td>{name}</td>" in page
+
+
+def test_no_report_without_students(open_page):
+    at = open_page()
+    [students] = [m for m in at.sidebar.multiselect if m.label == "Students"]
+    students.set_value([]).run()
+    assert not at.exception
+    assert not [b for b in at.get("download_button") if b.proto.label.startswith("Report")]
+    assert any("Choose at least one student" in c for c in at.caption.values)

@@ -121,7 +121,7 @@ def test_two_runs_are_compared(app):
 def test_downloads_of_the_selected_run(app):
     labels = [b.label for b in app.get("download_button")]
     assert labels == [
-        "Download the table (CSV)", "Download the comparison (CSV)",
+        "Table (CSV)", "The comparison (CSV)",
         "Best checkpoint (.pt)", "Metrics (CSV)", "Configuration (JSON)",
     ]  # fmt: skip
     _widget(app.main.selectbox, "Run").set_value(VANILLA).run()

@@ -16,6 +16,7 @@ from kd_core.views.distill import (
     estimate_cpu_seconds,
     group_configs,
     preset_form,
+    run_environment,
     split_size,
 )
 
@@ -147,3 +148,11 @@ def test_a_group_that_cannot_train_gets_one_sentence(form, methods, teacher, mes
         form.teacher = None
     with pytest.raises(AnalysisError, match=message):
         group_configs(form, methods)
+
+
+def test_run_environment_names_the_device_precision_and_data_path():
+    assert run_environment({"state": "queued"}) is None
+    status = {"device": "cuda (NVIDIA H100)", "precision": "bf16", "data_path": "device"}
+    assert run_environment(status) == "cuda (NVIDIA H100) · bf16 · data on the device"
+    older = {"device": "cpu", "precision": "fp32"}  # written before data_path existed
+    assert run_environment(older) == "cpu · fp32 · data through the loader"
