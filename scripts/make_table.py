@@ -314,13 +314,18 @@ def _timing_note(methods: dict) -> list[str]:
     return [f"Timings: every run saw a load average at most {BUSY_LOAD}: a quiet machine."]
 
 
+def write_section(path: Path, start: str, end: str, body: str) -> None:
+    """Replace what lies between the markers ``start`` and ``end`` of ``path`` with ``body``."""
+    text = path.read_text() if path.exists() else f"# Results\n\n{start}\n{end}\n"
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} lacks the markers {start} ... {end}.")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
 def write(results: dict[str, Any], seeds: list[int]) -> None:
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else f"# Results\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        raise SystemExit(f"{RESULTS_MD} lacks the table markers {START} ... {END}.")
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    RESULTS_MD.write_text(f"{head}{START}\n{report(results, seeds)}\n{END}{tail}")
+    write_section(RESULTS_MD, START, END, report(results, seeds))
     RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
 
 
