@@ -14,11 +14,15 @@
 
 Runs and uploads go to a temporary folder; the workspace is the default one (bundled teacher,
 vanilla and AMD students, 1,000 ``shapes`` test images). The feature cache on disk is a
-temporary folder too, so "cold" really computes.
+temporary folder too, so "cold" really computes. ``--beside-group`` first starts the Distill
+page's classroom group (vanilla, KD, AT, AMD from the bundled teacher, preset
+``shapes-classroom``) in the runs folder, so every figure is taken while it trains, as in a
+lecture; the server's memory then excludes the group's own process.
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -61,13 +65,40 @@ def server_memory_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
+def start_classroom_group(runs: Path) -> list[str]:
+    """Start the classroom group in ``runs`` as the Distill page does; its run ids."""
+    from kd_core.training.runs import RunManager
+    from kd_core.views.distill import CLASSROOM_PRESET, group_configs, preset_form
+    from kd_core.workspace import ASSETS_DIR
+
+    form = preset_form(CLASSROOM_PRESET)
+    form.teacher = str(ASSETS_DIR / "teacher_resnet20.pt")
+    configs = group_configs(form, ["vanilla", "kd", "at", "amd"], CLASSROOM_PRESET)
+    return [info.run_id for info in RunManager(runs).start_group(configs, [None] * len(configs))]
+
+
+def group_states(runs: Path, run_ids: list[str]) -> str:
+    from kd_core.training.runs import RunManager
+
+    manager = RunManager(runs)
+    return ", ".join(sorted({manager.read(run_id).state for run_id in run_ids}))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--beside-group", action="store_true", help="measure while a classroom group trains"
+    )
+    args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench_app_"))
     env = {
         "KD_CORE_RUNS": str(folder / "runs"),
         "KD_CORE_UPLOADS": str(folder / "uploads"),
         "KD_CORE_CACHE": str(folder / "cache"),
     }
+    group = start_classroom_group(folder / "runs") if args.beside_group else []
+    if group:
+        print(f"a classroom group of {len(group)} students trains beside the measurements")
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         launched = time.perf_counter()
@@ -96,6 +127,8 @@ def main() -> None:
                 f"server resident memory after every page: "
                 f"{server_memory_mb(server.process.pid):,.0f} MB; target <= 1,536 MB"
             )
+            if group:
+                print(f"the group's students at the end: {group_states(folder / 'runs', group)}")
         browser.close()
 
 
