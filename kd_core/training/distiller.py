@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from kd_core.checkpoints import load_checkpoint
 from kd_core.data import dataset_info
+from kd_core.data.model_inputs import input_recipe
 from kd_core.losses import Objective
 from kd_core.models import create_model
 from kd_core.models.features import extract_features
@@ -121,7 +122,8 @@ def build_distiller(
         teacher = load_teacher(config, num_classes)
     student = create_model(config.student, num_classes=num_classes)
     params = {name: dict(values) for name, values in config.loss_params.items()}
-    image_size = dataset_info(config.dataset).image_size
+    recipe = input_recipe(config.dataset, student)  # the student's own inputs (image folders)
+    image_size = recipe["input_size"][-1] if recipe else dataset_info(config.dataset).image_size
     fitnet = params.get("fitnet", {})
     wants_fitnet = config.objective.get("fitnet", 0) > 0 and teacher is not None
     if wants_fitnet and not {"student_channels", "teacher_channels"} <= set(fitnet):

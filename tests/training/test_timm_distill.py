@@ -8,7 +8,8 @@ import torch
 
 from kd_core.losses import Objective
 from kd_core.models import create_model
-from kd_core.training.distiller import Distiller
+from kd_core.training.config import TrainConfig
+from kd_core.training.distiller import Distiller, build_distiller
 
 VIT_ARGS = {"img_size": 32, "patch_size": 8}
 
@@ -42,3 +43,11 @@ def test_stages_that_cannot_be_paired_get_a_sentence():
     distiller = _pair(Objective({"ce": 1, "amd": 1000}))  # no align: 8 x 8 against 4 x 4
     with pytest.raises(ValueError, match="align=True"):
         distiller.forward_train(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+
+
+def test_the_pre_training_check_uses_the_students_own_input_size():
+    """On an image folder a timm student sees its own recipe: timm's test_vit3, made for 160 px
+    images, is checked at 160 px, not at the folder's 224 (which it refuses)."""
+    config = TrainConfig(student="timm:test_vit3", dataset="imagefolder", objective={"ce": 1.0})
+    distiller = build_distiller(config, num_classes=3)
+    assert distiller.student.patch_embed.img_size == (160, 160)
