@@ -45,11 +45,14 @@ GROUP_KEY = "distill_group_runs"
 MODES = ("One run", "Compare methods")
 CUSTOM_SET = "custom"
 CLASS_SENTENCE = (
-    "What to look at when it ends: the second chart shows each student's attention coming to "
-    "the teacher's (cosine of the deepest attention maps on 64 test images; 1 means the same "
-    "map). AT and AMD pull it up from the first epoch, KD and training alone do not ask for "
-    "it; the first chart tells whether that buys accuracy at this short budget, and "
-    "docs/results.md gives the answer measured over three seeds."
+    "What the class should see when it ends (the classroom group with the shapes-classroom "
+    "preset, measured over three seeds: 3.2 minutes on 2 CPU cores): the second chart puts AT "
+    "and AMD far above training alone and KD in attention agreement with the teacher (AT "
+    "0.901, AMD 0.885, training alone 0.733, KD 0.717: they learnt where the teacher looks); "
+    "the first chart shows that this does not buy accuracy at so short a budget: AMD 26.6% "
+    "against 27.7% for training alone (within seed noise), KD ahead at 31.2%, and AT at the "
+    "community's weight behind at 19.7% (its gradient swamps cross-entropy here). "
+    "docs/results.md has every seed and the longer budgets."
 )
 MAIN_TERMS = ("ce", "kd", "at", "amd")
 TERM_HELP = {

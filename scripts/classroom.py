@@ -87,8 +87,10 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         "| budget (images, 1 epoch) | group minutes | "
         + " | ".join(f"{METHODS[n].label} top-1" for n in METHOD_SETS["classroom"])
-        + " | AMD − vanilla [95% CI] | AMD attention cosine | vanilla attention cosine |",
-        "| --- | --- | " + "--- | " * (len(METHOD_SETS["classroom"]) + 3),
+        + " | AMD − vanilla [95% CI] | "
+        + " | ".join(f"{METHODS[n].label} attention cosine" for n in METHOD_SETS["classroom"])
+        + " |",
+        "| --- | --- | " + "--- | " * (2 * len(METHOD_SETS["classroom"]) + 1),
     ]
     for budget, entry in results["budgets"].items():
         minutes = [g["seconds"] / 60 for g in entry["groups"]]
@@ -101,7 +103,7 @@ def report(results: dict[str, Any]) -> str:
         )  # fmt: skip
         cosines = [
             _mean_std([r["attention_cosine"] for r in _runs(entry, n)], 3)
-            for n in ("amd", "vanilla")
+            for n in METHOD_SETS["classroom"]
         ]
         lines.append(
             f"| {int(budget):,} | {_mean_std(minutes, 1)} | {' | '.join(tops)} | {diff_text} | "
