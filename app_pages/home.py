@@ -13,10 +13,18 @@ from app_pages._shared import (
 from kd_core.checkpoints import CheckpointError
 from kd_core.figures.margin import boundary_angle, margin_figure
 from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_SCALE
-from kd_core.report.build import ReportRequest, build_report, class_count_problem
-from kd_core.report.html import report_html
-from kd_core.views.home import checkpoint_name, workspace_records
+from kd_core.views.home import checkpoint_name, class_count_problem, workspace_records
 from kd_core.workspace import bundled_checkpoints
+
+
+def _report_file(ws: Workspace) -> str:
+    """The workspace's HTML report, built when the button is clicked (the report's modules,
+    scipy and the figure builders, are imported then, not on every visit of Home)."""
+    from kd_core.report.build import ReportRequest, build_report
+    from kd_core.report.html import report_html
+
+    request = ReportRequest(ws.teacher, ws.students, ws.dataset, ws.split, ws.samples, ws.data_root)
+    return report_html(build_report(request))
 
 
 def _report_problem(ws: Workspace) -> str | None:
@@ -59,12 +67,9 @@ if records:
     if problem:
         st.caption(problem)
     else:
-        request = ReportRequest(
-            ws.teacher, ws.students, ws.dataset, ws.split, ws.samples, ws.data_root
-        )
         st.download_button(
             "Report of this workspace (HTML)",
-            lambda: report_html(build_report(request)),
+            lambda: _report_file(ws),
             file_name="amd_report.html",
             mime="text/html",
             on_click="ignore",

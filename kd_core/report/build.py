@@ -68,7 +68,12 @@ from kd_core.views.angular import (
     summary_records,
 )
 from kd_core.views.embedding import CKA_SAMPLES, cka_matrices, embed_models, points_by_model
-from kd_core.views.home import WORKSPACE_FORMATS, checkpoint_name, workspace_records
+from kd_core.views.home import (
+    WORKSPACE_FORMATS,
+    checkpoint_name,
+    class_count_problem,
+    workspace_records,
+)
 from kd_core.views.image_browser import (
     agreement_formats,
     agreement_rows,
@@ -178,24 +183,6 @@ class Report:
 
 
 # ---------------------------------------------------------------- checks and data
-
-
-def class_count_problem(class_counts: Mapping[str, int]) -> str | None:
-    """Why these models cannot be compared (``None`` when they can): every model must
-    classify the same number of classes as the first one (the teacher).
-
-    >>> class_count_problem({"resnet20": 10, "resnet8": 100})
-    "The teacher resnet20 has 10 classes but resnet8 has 100: choose students trained on the
-    teacher's classes."
-    """
-    (teacher, expected), *students = class_counts.items()
-    differing = [f"{name} has {count}" for name, count in students if count != expected]
-    if not differing:
-        return None
-    return (
-        f"The teacher {teacher} has {expected} classes but {', '.join(differing)}: choose "
-        "students trained on the teacher's classes."
-    )
 
 
 def _load(entries: Sequence[CheckpointEntry]) -> list[LoadedCheckpoint]:

@@ -8,7 +8,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kd_core.workspace import CheckpointEntry
 
@@ -42,3 +42,21 @@ def workspace_records(
         }
         for role, entry in roles
     ]
+
+
+def class_count_problem(class_counts: Mapping[str, int]) -> str | None:
+    """Why these models cannot be compared (``None`` when they can): every model must
+    classify the same number of classes as the first one (the teacher).
+
+    >>> class_count_problem({"resnet20": 10, "resnet8": 100})
+    "The teacher resnet20 has 10 classes but resnet8 has 100: choose students trained on the
+    teacher's classes."
+    """
+    (teacher, expected), *students = class_counts.items()
+    differing = [f"{name} has {count}" for name, count in students if count != expected]
+    if not differing:
+        return None
+    return (
+        f"The teacher {teacher} has {expected} classes but {', '.join(differing)}: choose "
+        "students trained on the teacher's classes."
+    )

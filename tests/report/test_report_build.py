@@ -17,10 +17,10 @@ from kd_core.report.build import (
     ReportRequest,
     ReportTable,
     build_report,
-    class_count_problem,
     image_positions,
 )
 from kd_core.report.results import results_html, results_markdown
+from kd_core.views.home import class_count_problem
 from tests.report.tiny import NAMES, SAMPLES, tiny_entry, tiny_request
 
 
