@@ -60,11 +60,11 @@ bench: $(DEV_STAMP) chromium
 assets: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_assets.py
 
-## table: the results table in docs/results.md (about 2 hours on 2 CPU cores, resumable; needs assets)
+## table: the results table in docs/results.md (about an hour per seed on 2 CPU cores, resumable; needs assets)
 table: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_table.py
 
-## classroom: the Distill page's classroom group measured over 3 seeds and 3 budgets (about 30 minutes on 2 CPU cores; needs assets)
+## classroom: the Distill page's classroom group measured over 3 seeds and 3 budgets (4 to 16 minutes a budget on 2 CPU cores; needs assets)
 classroom: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/classroom.py
 
