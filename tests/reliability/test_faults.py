@@ -3,7 +3,7 @@ the server restarted under a running run, a disk that fills up during a checkpoi
 Nothing written may be lost or left half-written, the run must be reported as it is, and
 resuming must end where an uninterrupted run ends (same metrics, same weights).
 
-``KD_CORE_RELIABILITY=full`` raises the kill trials from 12 to 50. Run with ``-s`` to see the
+``KD_CORE_RELIABILITY=full`` raises the kill trials from 8 to 50. Run with ``-s`` to see the
 table of kill moments and outcomes.
 """
 
@@ -46,7 +46,7 @@ from tests.reliability.faults import (
 )
 
 FULL = os.environ.get("KD_CORE_RELIABILITY", "").strip().lower() == "full"
-KILL_TRIALS = 50 if FULL else 12
+KILL_TRIALS = 50 if FULL else 8
 KILL_SEED = 20260512
 STEPS = 12
 MAX_DELAY_S = 0.25

@@ -3,7 +3,7 @@ distillation runs are launched at once (one slot: the second queues). Nothing ma
 exception on a page, no JavaScript error, no timeout, no figure missing, both runs finished,
 every feature set computed once and shared by all sessions.
 
-The short version (``make test``) has 5 sessions walk every page once; ``KD_CORE_RELIABILITY=full``
+The short version (``make test``) has 4 sessions walk every page once; ``KD_CORE_RELIABILITY=full``
 (``make reliability``) has 8 walk them three times. The figures (render times p50/p95 per wave,
 peak memory, run outcomes) are printed, never asserted: the machine's speed varies; the driver
 is :mod:`tests.reliability.load`, also a script.
@@ -19,7 +19,7 @@ from app_pages._shared import PAGES
 from tests.reliability.load import run_load
 
 FULL = os.environ.get("KD_CORE_RELIABILITY", "").strip().lower() == "full"
-SESSIONS = 8 if FULL else 5
+SESSIONS = 8 if FULL else 4
 ROUNDS = 3 if FULL else 1
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1800 if FULL else 600)]
