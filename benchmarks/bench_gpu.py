@@ -2,7 +2,7 @@
 compile off against on (prints a table; ``--json`` writes the figures).
 
 Pairs resnet32x4 -> resnet8x4 and resnet56 -> resnet20, objective CE + KD (T = 4, 0.9) + AMD
-(1000), SGD as the trainer builds it, the trainer's step (:func:`~kd_core.training.trainer.
+(1000), SGD as the trainer builds it, the trainer's step (:func:`~kd_core.training.optim.
 sgd_step`) and batches (:class:`~kd_core.training.data_path.DataPath`) on random uint8 images
 held as a CIFAR-style data set (the loader path runs torchvision's CIFAR transforms per image,
 as ``cifar100`` does). Each case: fresh models, warm-up steps (the first of them compiles;
@@ -39,8 +39,7 @@ from kd_core.training.data_path import DataPath
 from kd_core.training.device import resolve_precision, tune_for
 from kd_core.training.distiller import Distiller
 from kd_core.training.distributed import Distributed
-from kd_core.training.optim import OptimizerConfig, build_optimizer
-from kd_core.training.trainer import sgd_step
+from kd_core.training.optim import OptimizerConfig, build_optimizer, sgd_step
 
 PAIRS = (("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"))
 OBJECTIVE = {"ce": 1.0, "kd": 0.9, "amd": 1000.0}

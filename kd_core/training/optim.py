@@ -17,11 +17,13 @@ The community CIFAR-100 recipe is ``step`` with milestones 150, 180, 210, gamma 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from kd_core.training.device import Precision
 
 SCHEDULES = ("cosine", "step")
 
@@ -113,3 +115,25 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's rate (called once per step)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def sgd_step(
+    forward: Callable[[], tuple[Tensor, dict[str, Tensor]]],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    precision: Precision,
+    device: torch.device,
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """One optimiser step on the batch that ``forward()`` scores: ``(logits, named losses)``
+    under ``precision``'s autocast, their sum ``loss`` back-propagated (scaled for fp16) and
+    stepped. Returns ``(logits, losses, loss)``, still on the device (no host sync)."""
+    with torch.autocast(
+        device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None
+    ):
+        logits, losses = forward()
+        loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, losses, loss

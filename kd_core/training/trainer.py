@@ -53,7 +53,7 @@ from kd_core.training.device import Precision, resolve_device, resolve_precision
 from kd_core.training.distiller import Distiller, build_distiller, load_teacher
 from kd_core.training.distributed import Distributed, TrainStep, distributed_from_env
 from kd_core.training.evaluation import evaluate
-from kd_core.training.optim import build_optimizer, lr_factor, set_lr
+from kd_core.training.optim import build_optimizer, lr_factor, set_lr, sgd_step
 from kd_core.training.probe import AttentionProbe
 from kd_core.training.run_files import RunFiles
 from kd_core.training.tensorboard import TensorBoardLog, open_log
@@ -223,28 +223,6 @@ def error_message(error: BaseException) -> str:
     if isinstance(error, (ValueError, CheckpointWriteError)):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-def sgd_step(
-    forward: Callable[[], tuple[Tensor, dict[str, Tensor]]],
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    precision: Precision,
-    device: torch.device,
-) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """One optimiser step on the batch that ``forward()`` scores: ``(logits, named losses)``
-    under ``precision``'s autocast, their sum ``loss`` back-propagated (scaled for fp16) and
-    stepped. Returns ``(logits, losses, loss)``, still on the device (no host sync)."""
-    with torch.autocast(
-        device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None
-    ):
-        logits, losses = forward()
-        loss = sum(losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return logits, losses, loss
 
 
 @dataclass
