@@ -105,3 +105,34 @@ def test_an_imagefolder_dataset_pickles_and_loads_the_same_images(tmp_path):
     assert copy.class_names == ("cat", "dog")
     for (image, label), (image_copy, label_copy) in zip(dataset, copy, strict=True):
         assert label == label_copy and torch.equal(image, image_copy)
+
+
+def test_the_first_page_pays_neither_scipy_stats_nor_dynamo():
+    """The app's first script run imports the run manager (the trainer, the attention probe) and
+    loads the default checkpoints, whose architecture is matched on the meta device. Neither
+    needs ``scipy.stats`` (rank correlation imports it when called: about 0.5 s) nor
+    ``torch._dynamo`` (torch's meta ``normal_`` imports it: about 2 s, so initialisation skips
+    meta tensors)."""
+    run_fresh_python(
+        """
+        import sys
+        import torch
+        import app_pages._shared, kd_core.training.runs
+        from kd_core.checkpoints import load_checkpoint
+        from kd_core.models import create_model
+        from kd_core.workspace import ASSETS_DIR
+
+        loaded = load_checkpoint(ASSETS_DIR / "teacher_resnet20.pt")
+        assert loaded.arch == "resnet20"
+        with torch.device("meta"):
+            model = create_model("resnet8", num_classes=10)
+        assert all(p.is_meta for p in model.parameters())
+        for heavy in ("scipy.stats", "torch._dynamo"):
+            assert heavy not in sys.modules, f"{heavy} was imported"
+
+        from kd_core.analysis.agreement import rank_correlation  # imports scipy.stats on use
+        t = torch.tensor([[[0.1, 0.2, 0.4]]])
+        assert rank_correlation(t, 1 - t).item() == -1.0
+        assert "scipy.stats" in sys.modules
+        """
+    )

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import Tensor
 
 from kd_core.analysis.attribution import normalize_maps
@@ -185,6 +184,9 @@ def rank_correlation(teacher: Tensor, student: Tensor) -> Tensor:
     >>> rank_correlation(t, t ** 2).item(), rank_correlation(t, 1 - t).item()
     (1.0, -1.0)
     """
+    from scipy.stats import rankdata  # here: scipy.stats takes ~0.5 s to import, and the
+    # trainer (hence every page's import of the run manager) needs only the cosine of this module
+
     teacher, student = _pair(teacher, student)
     ranks = [rankdata(maps.flatten(1).numpy(), axis=1) for maps in (teacher, student)]
     t, s = (r - r.mean(axis=1, keepdims=True) for r in ranks)

@@ -25,7 +25,11 @@ class ChannelShuffle(nn.Module):
 def init_like_community(model: nn.Module, *, linear_std: float | None = None) -> None:
     """The zoo's initialisation: He-normal (fan-out) convolutions with zero bias, batch norm
     weight 1 and bias 0; linear layers ``N(0, linear_std)`` with zero bias when ``linear_std``
-    is given, PyTorch's default otherwise."""
+    is given, PyTorch's default otherwise. A model on the meta device is left as it is: it holds
+    no values to fill, and torch's meta ``normal_`` imports ``torch._dynamo`` (about 2 s, paid
+    by the first checkpoint a server loads, whose architecture is matched on the meta device)."""
+    if any(parameter.is_meta for parameter in model.parameters()):
+        return
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
