@@ -4,6 +4,7 @@ agree with each other and with the object."""
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 from torch import Tensor
@@ -66,6 +67,28 @@ def _maps(
         )[0]
         for name, target, stage in requests
     }
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _overlay_figures(
+    key: tuple[object, ...],
+    title: str,
+    *,
+    _rgb: Tensor,
+    _maps: dict[str, Tensor],
+    _stage_maps: dict[str, dict[str, Tensor]],
+    _mask: Tensor | None,
+) -> tuple[go.Figure, go.Figure | None]:
+    """The overlay figure of ``_maps`` on ``_rgb`` and, when there are ``_stage_maps``, the one
+    of every stage; built once per ``key`` (what the maps were computed from, as for
+    :func:`_maps`) and title, since plotly takes longer to build them than a revisit should."""
+    overlay = attention_overlay_figure(_rgb, _maps, mask=_mask, title=title)
+    stages = None
+    if _stage_maps:
+        stages = stage_overlay_figure(
+            _rgb, _stage_maps, mask=_mask, title="Activation at every stage"
+        )
+    return overlay, stages
 
 
 def _key(name: str) -> str:
@@ -293,11 +316,14 @@ try:
         )
         versions = tuple(f"{h.entry.key}@{h.entry.path.stat().st_mtime_ns}" for h in handles)
         image_key = b"".join(inputs[name].numpy().tobytes() for name in models)
+        requests = tuple(
+            (name, targets[name], row.stages[name] if row else None) for name in models
+        )
         maps = _maps(
             versions,
             image_key,
             method,
-            tuple((name, targets[name], row.stages[name] if row else None) for name in models),
+            requests,
             _models=models,
             _inputs=inputs,
         )
@@ -334,21 +360,18 @@ data_table(
     column_config={"confidence (%)": st.column_config.NumberColumn(format="%.1f")},
 )
 
-rgb = denormalize(image, ws.dataset)
 where = f" · {row.label}" if row else ""
-st.plotly_chart(
-    attention_overlay_figure(
-        rgb, maps, mask=mask, title=f"{METHODS[method].label}{where} · {description}"
-    ),
-    width="stretch",
-    config=FIGURE_CONFIG,
+overlay, stages = _overlay_figures(
+    (versions, image_key, method, requests, ws.dataset),
+    f"{METHODS[method].label}{where} · {description}",
+    _rgb=denormalize(image, ws.dataset),
+    _maps=maps,
+    _stage_maps=stage_maps,
+    _mask=mask,
 )
-if stage_maps:
-    st.plotly_chart(
-        stage_overlay_figure(rgb, stage_maps, mask=mask, title="Activation at every stage"),
-        width="stretch",
-        config=FIGURE_CONFIG,
-    )
+st.plotly_chart(overlay, width="stretch", config=FIGURE_CONFIG)
+if stages is not None:
+    st.plotly_chart(stages, width="stretch", config=FIGURE_CONFIG)
     st.caption(
         "One row per stage, shallow to deep: the AMD attention q of each stage, upsampled "
         "bilinearly to the image."

@@ -103,6 +103,26 @@ def test_default_view_shows_activation_maps_and_agreement(page: AppTest) -> None
     assert page.get("download_button")
 
 
+def test_figures_come_from_the_cache_only_for_their_own_image(page: AppTest) -> None:
+    """The overlay figures are cached per image, method and models: going to another image and
+    back shows each image's own maps, equal to those first drawn."""
+
+    def maps(at: AppTest) -> list[np.ndarray]:
+        return [_array(h["z"]) for chart in _charts(_check(at)) for h in _traces(chart, "heatmap")]
+
+    image = _widget(page.selectbox, "Image")
+    first, other = image.value, image.options[-1]
+    before = maps(page)
+    image.set_value(int(other.split(" ")[0].lstrip("#"))).run()
+    elsewhere = maps(page)
+    _widget(page.selectbox, "Image").set_value(first).run()
+    again = maps(page)
+    assert len(before) == len(elsewhere) == len(again) == 5 + 3 * 5
+    assert not all(np.array_equal(a, b) for a, b in zip(before, elsewhere, strict=True))
+    for a, b in zip(before, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_methods_gradcam_saliency_and_the_cost_warning(page: AppTest) -> None:
     _method(page, "gradcam")
     _check(page)
