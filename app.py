@@ -1,4 +1,5 @@
-"""Entry point of the AMD workbench: `streamlit run app.py` from the project root.
+"""The script of the AMD workbench, run by every session (the server is ``serve.py``: `streamlit
+run serve.py` from the project root; `streamlit run app.py` works too, without its warm-up).
 
 Pages only lay out widgets and call kd_core; the computations live (and are tested) there.
 They are in ``app_pages/``, not ``pages/``: Streamlit treats a ``pages/`` folder next to the
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages._shared import PAGES, render_sidebar
+from app_pages._shared import PAGES, freeze_long_lived_objects, render_sidebar
 
 FOLDER = Path(__file__).resolve().parent / "app_pages"
 
@@ -22,4 +23,7 @@ page = st.navigation(
     ]
 )
 render_sidebar()
-page.run()
+try:
+    page.run()
+finally:  # also after st.stop() or st.rerun()
+    freeze_long_lived_objects()

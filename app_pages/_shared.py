@@ -11,6 +11,8 @@ model's lock, so two sessions never see each other's hooks.
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -117,6 +119,25 @@ SAMPLE_CHOICES = (100, 250, 500, 1000, 2000, 5000)
 HUB_CACHE_KEY = "ws_hub_cache"
 """Session key of the hub cache folder whose timm checkpoints the workspace lists."""
 _PENDING = "_workspace_pending"
+
+
+_frozen_modules = 0
+
+
+def freeze_long_lived_objects() -> None:
+    """Move the objects alive now into the garbage collector's permanent generation, once per
+    set of newly imported modules (call it at the end of each script run).
+
+    Streamlit runs a full collection after every script run (``runner.postScriptGC``). With
+    torch, pandas and plotly loaded it walks about 300,000 objects: 0.2 s a run on a quiet
+    2-core CPU, and up to a second while a training run shares the CPU. Those objects (modules,
+    classes, the cached models) live as long as the server, so the walk frees nothing; frozen,
+    they are skipped, and what each run creates is still collected. The run's own objects
+    frozen with them are kept too: a few megabytes, once per page's first imports."""
+    global _frozen_modules
+    if len(sys.modules) > _frozen_modules:
+        _frozen_modules = len(sys.modules)
+        gc.freeze()
 
 
 @st.cache_resource(show_spinner=False)
