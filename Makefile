@@ -28,7 +28,7 @@ $(DEV_STAMP): requirements-dev.txt $(RUN_STAMP)
 
 ## run: start the app on http://$(ADDRESS):$(PORT) (override with PORT=... ADDRESS=...)
 run: $(RUN_STAMP)
-	$(BIN)/python -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) \
+	$(BIN)/python -m streamlit run serve.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
 ## chromium: Debian's Chromium for the real-browser tests (installed when missing)

@@ -1,4 +1,4 @@
-"""Real-browser fixtures: a live ``streamlit run app.py`` server and headless Debian Chromium
+"""Real-browser fixtures: a live ``streamlit run serve.py`` server and headless Debian Chromium
 (the plumbing is in :mod:`tests.browser.harness`).
 
 Fixtures:

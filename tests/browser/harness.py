@@ -1,5 +1,5 @@
 """Real-browser plumbing shared by the browser tests, the app benchmark and the load test:
-a live ``streamlit run app.py`` on a loopback port and Debian's headless Chromium.
+a live ``streamlit run serve.py`` on a loopback port and Debian's headless Chromium.
 
 Nothing here is pytest-specific, so ``benchmarks/bench_app.py`` uses it as well (run from the
 project root with ``PYTHONPATH=.``: ``from tests.browser.harness import ...``).
@@ -69,11 +69,14 @@ class Server:
 
 
 @contextmanager
-def streamlit_server(env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    """Start ``python -m streamlit run app.py`` on a free loopback port (always terminated)."""
+def streamlit_server(
+    env: Mapping[str, str] | None = None, script: str = "serve.py"
+) -> Iterator[Server]:
+    """Start ``python -m streamlit run <script>`` (``serve.py``, as ``make run`` does) on a free
+    loopback port (always terminated)."""
     port = free_port()
     command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
+        sys.executable, "-m", "streamlit", "run", script,
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
         "--server.headless", "true",

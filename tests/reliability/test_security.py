@@ -107,10 +107,10 @@ def remote_addresses(pid: int) -> set[str]:
 
 @contextmanager
 def server_from_config_alone(env: dict[str, str]) -> Iterator[int]:
-    """``streamlit run app.py`` with only a port given: address, headless mode and usage
-    statistics come from ``.streamlit/config.toml``. Yields the server's pid."""
+    """``streamlit run serve.py`` (as ``make run``) with only a port given: address, headless
+    mode and usage statistics come from ``.streamlit/config.toml``. Yields the server's pid."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    command = [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.port", str(port)]
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
             command, cwd=ROOT, env={**os.environ, **env}, stdout=output, stderr=output
