@@ -60,7 +60,7 @@ bench: $(DEV_STAMP) chromium
 assets: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_assets.py
 
-## table: the results table in docs/results.md (about an hour per seed on 2 CPU cores, resumable; needs assets)
+## table: the results table in docs/results.md (about 50 minutes per seed on 2 CPU cores, resumable; needs assets)
 table: $(RUN_STAMP)
 	PYTHONPATH=. $(BIN)/python scripts/make_table.py
 
