@@ -19,12 +19,15 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from PIL import Image
 from plotly.subplots import make_subplots
 from torch import Tensor
 
@@ -167,16 +170,51 @@ def _heatmap(panel: _Panel, height: int, width: int) -> go.Heatmap:
     )
 
 
-def _contour(mask: np.ndarray, colour: str) -> go.Contour:
-    return go.Contour(
-        z=mask.astype(np.float64),
-        contours={"start": 0.5, "end": 0.5, "size": 1.0, "coloring": "none"},
+def _runs(changes: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of True in a 1-D bool array."""
+    edges = np.diff(np.concatenate([[False], changes, [False]]).astype(np.int8))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def _outline_path(mask: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    """The object's outline along pixel edges (pixel ``i`` spans ``i - 0.5 .. i + 0.5``): one
+    segment per run of edges where the mask changes, ``None`` between segments."""
+    padded = np.pad(mask, 1)
+    across_rows = padded[1:, 1:-1] != padded[:-1, 1:-1]  # edge above pixel row r, per column
+    across_cols = padded[1:-1, 1:] != padded[1:-1, :-1]  # edge left of pixel column c, per row
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for row, changes in enumerate(across_rows):
+        for start, stop in _runs(changes):
+            xs += [float(start) - 0.5, float(stop) - 0.5, None]
+            ys += [row - 0.5, row - 0.5, None]
+    for col, changes in enumerate(across_cols.T):
+        for start, stop in _runs(changes):
+            xs += [col - 0.5, col - 0.5, None]
+            ys += [float(start) - 0.5, float(stop) - 0.5, None]
+    return xs, ys
+
+
+def _outline(path: tuple[list[float | None], list[float | None]], colour: str) -> go.Scatter:
+    """The object outline as plain line segments (a contour trace would make the browser trace
+    the same edges again, for every panel, on every draw)."""
+    return go.Scatter(
+        x=path[0],
+        y=path[1],
+        mode="lines",
         line={"color": colour, "width": 1.5},
-        showscale=False,
         showlegend=False,
         name="object mask",
         hoverinfo="skip",
     )
+
+
+def _png_source(pixels: np.ndarray) -> str:
+    """``H x W x 3`` uint8 pixels as a PNG data URI (an image trace's ``source``: the browser
+    decodes it, instead of painting a canvas from ``z`` for every panel)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _headings(panels: list[_Panel], height: int, width: int, outlined: bool) -> list[str]:
@@ -220,20 +258,25 @@ def _overlay_figure(
         horizontal_spacing=0.015,
         vertical_spacing=0.08 if len(panel_rows) > 1 else 0.0,
     )
-    photo, grey = _to_uint8(rgb), _to_uint8(_grey(rgb))
+    photo, grey = _png_source(_to_uint8(rgb)), _png_source(_to_uint8(_grey(rgb)))
+    path = None if outline is None else _outline_path(outline)
     for row, (label, panels) in enumerate(panel_rows.items(), start=1):
         fig.add_trace(
-            go.Image(z=photo, name="image", hovertemplate="x %{x}, y %{y} px<extra>image</extra>"),
+            go.Image(
+                source=photo, name="image", hovertemplate="x %{x}, y %{y} px<extra>image</extra>"
+            ),
             row=row,
             col=1,
         )
         for col, panel in enumerate(panels, start=2):
-            fig.add_trace(go.Image(z=grey, name="image (grey)", hoverinfo="skip"), row=row, col=col)
+            fig.add_trace(
+                go.Image(source=grey, name="image (grey)", hoverinfo="skip"), row=row, col=col
+            )
             fig.add_trace(_heatmap(panel, height, width), row=row, col=col)
-        if outline is not None:  # white on the image and maps, black on white differences
+        if path is not None:  # white on the image and maps, black on white differences
             for col, panel in enumerate([None, *panels], start=1):
                 colour = "black" if panel and panel.coloraxis == "coloraxis2" else "white"
-                fig.add_trace(_contour(outline, colour), row=row, col=col)
+                fig.add_trace(_outline(path, colour), row=row, col=col)
         fig.update_yaxes(title_text=label, row=row, col=1)
     fig.update_xaxes(range=[-0.5, width - 0.5], showticklabels=False, showgrid=False)
     fig.update_yaxes(range=[height - 0.5, -0.5], showticklabels=False, showgrid=False)

@@ -3,10 +3,15 @@ drawn (maps divided by their peak, student - teacher differences) and the input 
 
 from __future__ import annotations
 
+import base64
+import io
+import itertools
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from PIL import Image
 
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.attention import attention_overlay_figure, stage_overlay_figure
@@ -87,10 +92,37 @@ def test_a_single_map_has_no_difference_and_no_diverging_scale():
     assert "coloraxis2" not in fig.layout.to_plotly_json()
 
 
+def _pixels(source: str) -> np.ndarray:
+    """The pixels of an image trace's PNG data URI."""
+    header, data = source.split(",", 1)
+    assert header == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def _outlines(fig: go.Figure) -> list[go.Scatter]:
+    return [t for t in fig.data if isinstance(t, go.Scatter) and t.name == "object mask"]
+
+
+def _unit_edges(xs, ys) -> set[tuple[tuple[float, float], tuple[float, float]]]:
+    """The unit pixel edges covered by the segments of a ``None``-separated path."""
+    edges = set()
+    points = list(zip(xs, ys, strict=True))
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if None in (x0, y0, x1, y1):
+            continue
+        steps = round(abs(x1 - x0) + abs(y1 - y0))
+        dx, dy = (x1 - x0) / steps, (y1 - y0) / steps
+        for k in range(steps):
+            a = (x0 + k * dx, y0 + k * dy)
+            b = (x0 + (k + 1) * dx, y0 + (k + 1) * dy)
+            edges.add(tuple(sorted([a, b])))
+    return edges
+
+
 def test_images_are_drawn_in_colour_then_in_grey():
     image = _image()
     fig = attention_overlay_figure(image, {"teacher": np.ones((8, 8))})
-    colour, grey = (np.asarray(trace.z) for trace in fig.data[:2])
+    colour, grey = (_pixels(trace.source) for trace in fig.data[:2])
     expected = np.round(image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     np.testing.assert_array_equal(colour, expected)
     assert grey.shape == (8, 8, 3) and np.all(grey[..., 0] == grey[..., 2])
@@ -107,14 +139,36 @@ def test_coarse_maps_cover_the_image_cell_by_cell():
 def test_mask_is_outlined_on_every_panel():
     mask = np.zeros((8, 8), dtype=bool)
     mask[2:5, 3:6] = True
+    mask[5, 3] = True  # a step in the outline
     fig = attention_overlay_figure(_image(), _maps(), mask=mask)
-    contours = [trace for trace in fig.data if isinstance(trace, go.Contour)]
-    assert len(contours) == 6
-    np.testing.assert_array_equal(np.asarray(contours[0].z), mask.astype(float))
-    assert [c.line.color for c in contours] == ["white"] * 4 + ["black"] * 2
-    assert not any(
-        isinstance(t, go.Contour) for t in attention_overlay_figure(_image(), _maps()).data
-    )
+    outlines = _outlines(fig)
+    assert len(outlines) == 6
+    assert [c.line.color for c in outlines] == ["white"] * 4 + ["black"] * 2
+    # every edge between a pixel of the object and one outside it (pixel i spans i ± 0.5)
+    expected = set()
+    for row, col in zip(*np.nonzero(mask), strict=True):
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            r, c = row + dr, col + dc
+            if 0 <= r < 8 and 0 <= c < 8 and mask[r, c]:
+                continue
+            if dr:  # a horizontal edge between rows
+                y = row + dr / 2
+                expected.add(((col - 0.5, y), (col + 0.5, y)))
+            else:
+                x = col + dc / 2
+                expected.add(((x, row - 0.5), (x, row + 0.5)))
+    for outline in outlines:
+        assert _unit_edges(outline.x, outline.y) == expected
+    assert not _outlines(attention_overlay_figure(_image(), _maps()))
+
+
+def test_an_object_on_the_border_is_outlined_along_the_border():
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[:, :2] = True  # the left half, touching three borders
+    fig = attention_overlay_figure(_image(4), {"teacher": np.ones((4, 4))}, mask=mask)
+    edges = _unit_edges(_outlines(fig)[0].x, _outlines(fig)[0].y)
+    assert len(edges) == 4 + 4 + 2 + 2  # left border, the cut, the top and bottom halves
+    assert ((1.5, -0.5), (1.5, 0.5)) in edges and ((-0.5, 3.5), (0.5, 3.5)) in edges
 
 
 def test_stage_figure_has_one_row_per_stage():

@@ -43,6 +43,10 @@ def _traces(chart: dict, kind: str) -> list[dict]:
     return [trace for trace in chart["data"] if trace["type"] == kind]
 
 
+def _outlines(chart: dict) -> list[dict]:
+    return [t for t in _traces(chart, "scatter") if t.get("name") == "object mask"]
+
+
 def _array(value: list | dict) -> np.ndarray:
     """A plotly array from a chart's JSON: a nested list or a base64 typed array."""
     if isinstance(value, dict):
@@ -81,7 +85,7 @@ def test_default_view_shows_activation_maps_and_agreement(page: AppTest) -> None
         f"{MODELS[1]} − {MODELS[0]}",
         f"{MODELS[2]} − {MODELS[0]}",
     ]
-    assert len(_traces(main, "contour")) == 6  # the object outlined on every panel (shapes)
+    assert len(_outlines(main)) == 6  # the object outlined on every panel (shapes)
     assert len(_traces(stages, "heatmap")) == 3 * 5  # one row per stage
 
     # The teacher's panel is the AMD attention of its deepest stage on the chosen sample.
@@ -187,8 +191,9 @@ def test_upload_good_and_corrupt_images(page: AppTest) -> None:
     page.file_uploader[0].set_value(("moon.png", _png(), "image/png")).run()
     _check(page)
     [main, _] = _charts(page)
-    assert not _traces(main, "contour")  # no object mask for an upload
-    assert _array(_traces(main, "image")[0]["z"]).shape[:2] == (32, 32)
+    assert not _outlines(main)  # no object mask for an upload
+    photo = _traces(main, "image")[0]["source"].split(",", 1)[1]
+    assert Image.open(io.BytesIO(base64.b64decode(photo))).size == (32, 32)
     assert any("moon.png: central square resized to 32 x 32" in c for c in page.caption.values)
     assert "object" not in " ".join(page.dataframe[1].value.columns)
 
