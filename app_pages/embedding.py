@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 from torch.utils.data import Dataset
@@ -96,6 +97,18 @@ def _cka(key: str, _features: Sequence[FeatureSet]) -> dict[str, CKAMatrix]:
     return cka_matrices(_features)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _cka_figures(key: str, _matrices: dict[str, CKAMatrix]) -> dict[str, go.Figure]:
+    """One heatmap per student of the CKA matrices cached under ``key``, built once (plotly's
+    construction cost a revisit about 0.1 s)."""
+    return {
+        student: cka_heatmap_figure(
+            matrix.values, matrix.teacher_names, matrix.student_names, student_label=student
+        )
+        for student, matrix in _matrices.items()
+    }
+
+
 def _projector_export(features: list[FeatureSet], dataset: Dataset, dataset_name: str) -> bytes:
     """The projector zip, built when the download is clicked (on Streamlit's own thread)."""
     indices = features[0].indices
@@ -167,7 +180,8 @@ def _cka_section(ws: Workspace, handles: list[ModelHandle], names: list[str]) ->
     )
     try:
         with st.spinner(f"Comparing every pair of stages on {len(cka_sets[0]):,} samples…"):
-            matrices = _cka(stages_key(cka_sets), _features=cka_sets)
+            key = stages_key(cka_sets)
+            figures = _cka_figures(key, _matrices=_cka(key, _features=cka_sets))
     except AnalysisError as exc:
         st.error(str(exc))
         return
@@ -181,18 +195,9 @@ def _cka_section(ws: Workspace, handles: list[ModelHandle], names: list[str]) ->
         + ". 0: unrelated, 1: the same up to rotation and scale. A student that mimics its "
         "teacher has high values on the diagonal (stages of the same depth)."
     )
-    for tab, (student, matrix) in zip(st.tabs(list(matrices)), matrices.items(), strict=True):
+    for tab, figure in zip(st.tabs(list(figures)), figures.values(), strict=True):
         with tab:
-            st.plotly_chart(
-                cka_heatmap_figure(
-                    matrix.values,
-                    matrix.teacher_names,
-                    matrix.student_names,
-                    student_label=student,
-                ),
-                width="stretch",
-                config=FIGURE_CONFIG,
-            )
+            st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
 
 
 # ------------------------------------------------------------------ the page
