@@ -7,7 +7,7 @@
 * Students: resnet8 with the ``shapes-short`` preset (the Distill page's default): 3 epochs
   (150,000 images seen), batch 128, SGD lr 0.1 with a 0.2-epoch warm-up and cosine decay, from
   the shipped (fp16) teacher file, seeds 0, 1, 2. The budget was chosen to fit 10 methods x 3
-  seeds in about two hours on a 2-core CPU; measured, a seed's group of ten takes about an hour.
+  seeds in about two hours on a 2-core CPU; measured, a seed's group of ten takes about 50 minutes.
 * Methods: vanilla (CE alone), KD (RepDistiller's CE 0.1 + KD 0.9, T = 4), AT and AMD each at
   beta = 100, 1,000 (the community's weight) and 10,000, AMD global+local and AMD+KD at
   beta = 1,000. The bundled students are the seed-0 runs of the beta = 1,000 methods.
