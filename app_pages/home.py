@@ -1,10 +1,8 @@
 """Home: what AMD is, its formula, and the geometry of the angular margin."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages._shared import (
-    FIGURE_CONFIG,
     MARGIN_SLIDER,
     Workspace,
     data_table,
@@ -19,9 +17,8 @@ from kd_core.workspace import bundled_checkpoints
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _margin_figure(margin: float, scale: float) -> go.Figure:
-    """The margin figure, built once per (margin, scale) for every session (plotly's figure
-    construction takes about 0.1 s; a copy from the cache about 0.01 s)."""
+def _margin_figure(margin: float, scale: float) -> str:
+    """The margin figure's SVG, built once per (margin, scale) for every session."""
     return margin_figure(margin, scale)
 
 
@@ -185,4 +182,16 @@ with metrics:
         f"{no_margin:.1f}°",
         help="cos θ = 1 − cos θ, i.e. q = 1/2.",
     )
-st.plotly_chart(_margin_figure(margin, scale), width="stretch", config=FIGURE_CONFIG)
+# An SVG image, not a plotly chart: plotly's JavaScript (4.7 MB) was the slowest thing a new
+# session's browser loaded for Home (benchmarks/bench_app.py, README).
+figure = _margin_figure(margin, scale)
+st.image(figure, width="stretch")
+st.download_button(
+    "Figure (SVG)",
+    figure,
+    file_name=f"amd_margin_m{margin:g}_s{scale:g}.svg",
+    mime="image/svg+xml",
+    on_click="ignore",
+    key="home_margin_svg",
+    help="The figure above as a vector file, for papers and slides.",
+)

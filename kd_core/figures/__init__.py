@@ -1,4 +1,5 @@
-"""Figure builders for the workbench: pure functions (numpy, torch, plotly), no Streamlit.
+"""Figure builders for the workbench: pure functions (numpy, torch; plotly figures or SVG text),
+no Streamlit.
 
 Every figure computes its values with the same functions the losses use, so what the app shows
 is what the loss computes.

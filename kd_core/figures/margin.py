@@ -20,13 +20,12 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from kd_core.figures.style import BLUE as _BLUE
 from kd_core.figures.style import GREEN as _GREEN
 from kd_core.figures.style import ORANGE as _ORANGE
+from kd_core.figures.svg_chart import Axis, Line, Panel, VerticalLine, line_chart_svg
 from kd_core.losses.amd import DEFAULT_SCALE, angular_terms
 
 THETA_AXIS_TITLE = "angle θ between attention vector and position axis (degrees)"
@@ -152,8 +151,9 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def margin_figure(margin: float, scale: float = DEFAULT_SCALE) -> go.Figure:
-    """Two stacked panels sharing the angle axis (0° to 90°).
+def margin_figure(margin: float, scale: float = DEFAULT_SCALE) -> str:
+    """Two stacked panels sharing the angle axis (0° to 90°), as SVG text
+    (:func:`~kd_core.figures.svg_chart.line_chart_svg`).
 
     Top: ``cos(m theta)`` (``pos / s``) for ``margin`` and for ``m = 1`` (dashed, reference),
     and ``1 - cos(theta)`` (``neg / s``), with the two boundary angles as vertical lines.
@@ -169,39 +169,7 @@ def margin_figure(margin: float, scale: float = DEFAULT_SCALE) -> go.Figure:
     chosen_boundary = boundary_angle(margin)
     reference_boundary = boundary_angle(1.0)
     m = _fmt(margin)
-
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.12,
-        row_heights=[0.6, 0.4],
-        subplot_titles=(
-            "pos / s = cos(mθ) against neg / s = 1 − cos θ",
-            f"attentive weight exp(amd) = σ(pos − neg), scale s = {_fmt(scale)}",
-        ),
-    )
     theta = chosen.theta_deg
-    lines = [
-        (1, f"cos(mθ), m = {m} (pos / s)", chosen.cos_margin, _BLUE, "solid"),
-        (1, "cos(θ), m = 1 (reference)", reference.cos_margin, _ORANGE, "dash"),
-        (1, "1 − cos(θ) (neg / s)", chosen.one_minus_cos, _GREEN, "solid"),
-        (2, f"σ(pos − neg), m = {m}", chosen.weight, _BLUE, "solid"),
-        (2, "σ(pos − neg), m = 1 (reference)", reference.weight, _ORANGE, "dash"),
-    ]
-    for row, name, values, colour, dash in lines:
-        fig.add_trace(
-            go.Scatter(
-                x=theta,
-                y=values,
-                name=name,
-                mode="lines",
-                line={"color": colour, "dash": dash, "width": 2.5},
-                hovertemplate=f"θ = %{{x:.2f}}°<br>{name}: %{{y:.4f}}<extra></extra>",
-            ),
-            row=row,
-            col=1,
-        )
 
     # Boundary lines on both panels, labelled once (top panel). The label of the smaller angle
     # sits left of its line, the other right of its line, so the two never overlap.
@@ -210,38 +178,45 @@ def margin_figure(margin: float, scale: float = DEFAULT_SCALE) -> go.Figure:
     if not same:
         boundaries.append((reference_boundary, _ORANGE, f"m = 1: {reference_boundary:.1f}°"))
     smallest = min(b for b, _, _ in boundaries)
-    for angle, colour, label in boundaries:
-        side = "left" if angle == smallest and not same else "right"
-        line = {"color": colour, "dash": "dot", "width": 1.5}
-        fig.add_vline(
-            x=angle,
-            line=line,
-            row=1,
-            col=1,
-            annotation_text=f"boundary {label}",
-            annotation_position=f"bottom {side}",
-            annotation_font_color=colour,
-        )
-        fig.add_vline(x=angle, line=line, row=2, col=1)
+    side = {
+        angle: "left" if angle == smallest and not same else "right" for angle, _, _ in boundaries
+    }
+    labelled = [
+        VerticalLine(angle, colour, f"boundary {label}", side[angle])
+        for angle, colour, label in boundaries
+    ]
+    plain = [VerticalLine(angle, colour) for angle, colour, _ in boundaries]
 
-    fig.update_xaxes(range=[0, 90], dtick=15, ticksuffix="°", hoverformat=".2f")
-    fig.update_xaxes(title_text=THETA_AXIS_TITLE, row=2, col=1)
-    fig.update_yaxes(title_text=FEATURE_AXIS_TITLE, range=[-1.05, 1.05], row=1, col=1)
-    fig.update_yaxes(title_text=WEIGHT_AXIS_TITLE, range=[-0.05, 1.05], row=2, col=1)
+    top = Panel(
+        title="pos / s = cos(mθ) against neg / s = 1 − cos θ",
+        y_title=FEATURE_AXIS_TITLE,
+        y_range=(-1.05, 1.05),
+        y_ticks=(-1.0, -0.5, 0.0, 0.5, 1.0),
+        height=300,
+        lines=(
+            Line(theta, chosen.cos_margin, f"cos(mθ), m = {m} (pos / s)", _BLUE),
+            Line(theta, reference.cos_margin, "cos(θ), m = 1 (reference)", _ORANGE, dashed=True),
+            Line(theta, chosen.one_minus_cos, "1 − cos(θ) (neg / s)", _GREEN),
+        ),
+        verticals=labelled,
+    )
+    bottom = Panel(
+        title=f"attentive weight exp(amd) = σ(pos − neg), scale s = {_fmt(scale)}",
+        y_title=WEIGHT_AXIS_TITLE,
+        y_range=(-0.05, 1.05),
+        y_ticks=(0.0, 0.25, 0.5, 0.75, 1.0),
+        height=190,
+        lines=(
+            Line(theta, chosen.weight, f"σ(pos − neg), m = {m}", _BLUE),
+            Line(theta, reference.weight, "σ(pos − neg), m = 1 (reference)", _ORANGE, dashed=True),
+        ),
+        verticals=plain,
+    )
     title = f"Angular margin m = {m}: positions with θ below {chosen_boundary:.1f}° count as "
     title += (
         "positive (pos > neg), as without a margin"
         if same
         else f"positive (pos > neg); without a margin, below {reference_boundary:.1f}°"
     )
-    fig.update_layout(
-        title={
-            "text": title,
-            "font": {"size": 15},
-        },
-        height=620,
-        margin={"t": 90, "b": 40, "l": 70, "r": 20},
-        hovermode="x unified",
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0.0},
-    )
-    return fig
+    axis = Axis((0.0, 90.0), ticks=range(0, 91, 15), title=THETA_AXIS_TITLE, tick_suffix="°")
+    return line_chart_svg(title, axis, (top, bottom))

@@ -194,6 +194,19 @@ class AppPage:
             )
         return count
 
+    def wait_for_images(self, minimum: int) -> None:
+        """Wait until at least ``minimum`` images (``st.image``) are on the page and every one
+        has been decoded (an SVG figure such as Home's is drawn once its image is)."""
+        self.page.wait_for_function(
+            """n => {
+                const sel = '[data-testid="stImageContainer"] img';
+                const images = [...document.querySelectorAll(sel)];
+                return images.length >= n && images.every(i => i.complete && i.naturalWidth > 0);
+            }""",
+            arg=minimum,
+            timeout=RENDER_TIMEOUT_MS,
+        )
+
     def assert_healthy(self) -> None:
         exceptions = self.page.locator('[data-testid="stException"]')
         assert exceptions.count() == 0, exceptions.all_inner_texts()

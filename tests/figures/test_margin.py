@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
 
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 
 from kd_core.figures.margin import (
@@ -16,6 +16,7 @@ from kd_core.figures.margin import (
     margin_curves,
     margin_figure,
 )
+from tests.figures.test_svg_chart import SVG, polylines, texts
 
 BAD_NUMBERS = [0.0, -1.0, -0.5, math.nan, math.inf, -math.inf, True, "1.35", None]
 
@@ -96,40 +97,51 @@ def test_weight_is_a_step_at_the_boundary():
     assert np.all(curves.weight[curves.theta_deg > boundary + 5.0] < 0.01)
 
 
-def test_figure_traces_and_axes():
-    fig = margin_figure(1.35, 64.0)
-    assert isinstance(fig, go.Figure)
-    names = [trace.name for trace in fig.data]
-    assert names == [
+def _boundary_labels(svg: str) -> list[str]:
+    return [text for text in texts(svg) if text.startswith("boundary")]
+
+
+def test_figure_lines_and_axes():
+    svg = margin_figure(1.35, 64.0)
+    lines = polylines(svg)
+    assert list(lines) == [
         "cos(mθ), m = 1.35 (pos / s)",
         "cos(θ), m = 1 (reference)",
         "1 − cos(θ) (neg / s)",
         "σ(pos − neg), m = 1.35",
         "σ(pos − neg), m = 1 (reference)",
     ]
-    assert fig.layout.xaxis2.title.text == THETA_AXIS_TITLE
+    labels = texts(svg)
+    for title in (THETA_AXIS_TITLE, FEATURE_AXIS_TITLE, WEIGHT_AXIS_TITLE):
+        assert labels.count(title) == 1, title
     assert "(degrees)" in THETA_AXIS_TITLE
-    assert fig.layout.yaxis.title.text == FEATURE_AXIS_TITLE
-    assert fig.layout.yaxis2.title.text == WEIGHT_AXIS_TITLE
-    assert all(trace.hovertemplate for trace in fig.data)
-    assert "m = 1.35" in fig.layout.title.text
-    # The plotted values are the ones margin_curves computes.
+    assert "m = 1.35" in labels[0] and "scale s = 64" in " ".join(labels)
+    # The drawn values are the ones margin_curves computes: the top panel spans y in
+    # [-1.05, 1.05], so the pixel distance between two of its curves is proportional to theirs.
     curves = margin_curves(1.35, 64.0)
-    np.testing.assert_array_equal(fig.data[0].y, curves.cos_margin)
-    np.testing.assert_array_equal(fig.data[3].y, curves.weight)
-    # One vertical line per boundary and panel, labelled on the top panel.
-    lines = [shape for shape in fig.layout.shapes if shape.type == "line"]
-    xs = sorted(round(shape.x0, 6) for shape in lines)
-    b = round(boundary_angle(1.35), 6)
-    assert xs == [b, b, 60.0, 60.0]
-    labels = [a.text for a in fig.layout.annotations if a.text and a.text.startswith("boundary")]
-    assert labels == [f"boundary m = 1.35: {boundary_angle(1.35):.1f}°", "boundary m = 1: 60.0°"]
+    pos, neg = lines["cos(mθ), m = 1.35 (pos / s)"], lines["1 − cos(θ) (neg / s)"]
+    np.testing.assert_array_equal(pos[:, 0], neg[:, 0])
+    gap = (neg[:, 1] - pos[:, 1]) / (curves.cos_margin - curves.one_minus_cos + 1e-300)
+    away = np.abs(curves.cos_margin - curves.one_minus_cos) > 0.05
+    np.testing.assert_allclose(gap[away], gap[away].mean(), rtol=1e-3)
+    # The curves cross at the boundary angle.
+    x_of = np.interp(boundary_angle(1.35), curves.theta_deg, pos[:, 0])
+    crossing = pos[:, 0][np.argmin(np.abs(pos[:, 1] - neg[:, 1]))]
+    assert crossing == pytest.approx(x_of, abs=2.5)
+    # One dotted vertical line per boundary and panel, labelled on the top panel.
+    assert _boundary_labels(svg) == [
+        f"boundary m = 1.35: {boundary_angle(1.35):.1f}°",
+        "boundary m = 1: 60.0°",
+    ]
+    verticals = [
+        n for n in ET.fromstring(svg).iter(f"{SVG}line") if n.get("stroke-dasharray") == "2 3"
+    ]
+    assert len(verticals) == 4
+    assert sum(abs(float(n.get("x1")) - x_of) < 0.02 for n in verticals) == 2
 
 
 def test_figure_without_margin_labels_one_boundary():
-    fig = margin_figure(1.0)
-    labels = [a.text for a in fig.layout.annotations if a.text and a.text.startswith("boundary")]
-    assert labels == ["boundary m = 1: 60.0°"]
+    assert _boundary_labels(margin_figure(1.0)) == ["boundary m = 1: 60.0°"]
 
 
 @pytest.mark.parametrize("bad", BAD_NUMBERS)

@@ -1,10 +1,10 @@
 """The home page under Streamlit's AppTest (no browser): it runs, shows the formula, the metrics
-and the chart, and the margin slider drives the boundary metric."""
+and the margin figure, and the margin slider drives the boundary metric."""
 
 from __future__ import annotations
 
 import ast
-import json
+import base64
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 import kd_core
-from kd_core.figures.margin import boundary_angle
+from kd_core.figures.margin import boundary_angle, margin_figure
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -22,6 +22,15 @@ def app() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def _figure_svg(at: AppTest) -> str:
+    """The margin figure: Home's one image, an SVG sent as a data URI."""
+    [image] = at.get("image")
+    [img] = image.proto.imgs
+    prefix = "data:image/svg+xml;base64,"
+    assert img.url.startswith(prefix)
+    return base64.b64decode(img.url[len(prefix) :]).decode()
 
 
 def _metric(at: AppTest, label: str):
@@ -34,7 +43,8 @@ def test_home_renders(app):
     latex = " ".join(app.latex.values)
     for piece in (r"\arccos q", r"s\cos(m\theta)", r"\operatorname{softplus}", r"L_{\mathrm{G+L}}"):
         assert piece in latex
-    assert len(app.get("plotly_chart")) == 1
+    assert not app.get("plotly_chart")  # Home loads no plotly.js (see _figure_svg)
+    assert "<polyline" in _figure_svg(app)
     chosen = _metric(app, "Boundary angle, chosen margin")
     assert chosen.value == f"{boundary_angle(1.35):.1f}°"
     assert chosen.proto.delta.endswith("° vs m = 1")
@@ -66,8 +76,28 @@ def test_scale_slider_changes_the_chart_not_the_boundary(app):
     scale.set_value(4.0).run()
     assert not app.exception
     assert _metric(app, "Boundary angle, chosen margin").value == f"{boundary_angle(1.35):.1f}°"
-    [chart] = app.get("plotly_chart")
-    assert "scale s = 4" in chart.proto.spec
+    assert "scale s = 4<" in _figure_svg(app)
+
+
+def test_figure_follows_the_sliders_and_downloads_as_svg(app, monkeypatch):
+    saved = {}
+    add = MediaFileManager.add
+
+    def remember(self, data, mimetype, coordinates, file_name=None, **options):
+        saved[file_name] = (data, mimetype)
+        return add(self, data, mimetype, coordinates, file_name, **options)
+
+    monkeypatch.setattr(MediaFileManager, "add", remember)
+    [slider] = [s for s in app.slider if s.label == "Angular margin m"]
+    slider.set_value(2.0).run()
+    assert not app.exception
+    svg = _figure_svg(app)
+    assert svg == margin_figure(2.0, 64.0)
+    assert f"boundary m = 2: {boundary_angle(2.0):.1f}°" in svg
+    assert [b.proto.label for b in app.get("download_button")].count("Figure (SVG)") == 1
+    data, mimetype = saved["amd_margin_m2_s64.svg"]
+    assert mimetype == "image/svg+xml"
+    assert (data.decode() if isinstance(data, bytes) else data) == svg
 
 
 def test_workspace_at_a_glance(open_page):
@@ -85,13 +115,6 @@ def test_workspace_at_a_glance(open_page):
         "resnet8 AMD global+local", "resnet8 AMD+KD",
     ]  # fmt: skip
     assert every["top-1 (%)"].notna().all()
-
-
-def test_figures_save_svg_from_the_camera_button(open_page):
-    at = open_page()
-    [chart] = at.get("plotly_chart")
-    options = json.loads(chart.proto.config)["toImageButtonOptions"]
-    assert options["format"] == "svg"
 
 
 def test_every_figure_of_every_page_gets_the_shared_plotly_config():

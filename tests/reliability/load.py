@@ -69,15 +69,22 @@ MIN_FIGURES = {"home": 1, "angular": 1, "attention": 1, "embedding": 1}
 STATUS_WIDGET = '[data-testid="stStatusWidget"]'
 EXCEPTION = '[data-testid="stException"]'
 CHART = '[data-testid="stPlotlyChart"]'
+IMAGE = '[data-testid="stImageContainer"] img'
 T = TypeVar("T")
 # The number of visible figures once there are at least ``n`` and all of them are drawn
-# (a falsy value, to keep waiting, before). Figures in a tab not shown are not drawn by plotly
-# until the tab is opened: they are not waited for, nor counted.
+# (a falsy value, to keep waiting, before). A figure is a plotly chart (drawn once plotly has
+# made its SVG) or an image (drawn once decoded: Home's margin figure is an SVG image).
+# Figures in a tab not shown are not drawn by plotly until the tab is opened: they are not
+# waited for, nor counted.
 VISIBLE_FIGURES_DRAWN = f"""n => {{
     const charts = [...document.querySelectorAll('{CHART}')]
         .filter(chart => chart.getClientRects().length > 0);
-    const drawn = charts.every(chart => chart.querySelector('.js-plotly-plot .main-svg'));
-    return charts.length >= n && drawn ? {{count: charts.length}} : null;
+    const images = [...document.querySelectorAll('{IMAGE}')]
+        .filter(image => image.getClientRects().length > 0);
+    const drawn = charts.every(chart => chart.querySelector('.js-plotly-plot .main-svg'))
+        && images.every(image => image.complete && image.naturalWidth > 0);
+    const count = charts.length + images.length;
+    return count >= n && drawn ? {{count}} : null;
 }}"""
 BASE_PATH_PROBES = ("/_stcore/health", "/_stcore/host-config")
 NO_SKELETON = """() => !document.querySelector('[data-testid="stSkeleton"]')"""
