@@ -201,6 +201,19 @@ def using(*handles: ModelHandle) -> Iterator[None]:
             lock.release()
 
 
+def figure_cache(max_entries: int) -> Callable:
+    """The cache of a function that builds plotly figures: ``st.cache_resource``, which hands
+    every session the very object it built.
+
+    ``st.cache_data`` would pickle the figure and unpickle it on every read, and unpickling a
+    ``go.Figure`` runs every property through plotly's validators again: 0.2 s of each warm
+    visit of the Attention page went there (py-spy). Sharing is safe because pages never change
+    a figure they got from such a cache (``st.plotly_chart`` serialises a copy); a variant,
+    such as a log axis, is built inside the cached function.
+    """
+    return st.cache_resource(show_spinner=False, max_entries=max_entries)
+
+
 @st.cache_resource(show_spinner=False)
 def run_manager() -> RunManager:
     """The server's run manager: one run at a time (the others queue), folders under the runs

@@ -22,6 +22,7 @@ from app_pages._shared import (
     MARGIN_SLIDER,
     data_table,
     feature_sets,
+    figure_cache,
     require_dataset,
     require_models,
     workspace,
@@ -119,18 +120,20 @@ def _teacher_and_students(features: Sequence[FeatureSet]) -> tuple[FeatureSet, l
 # ------------------------------------------------------------------ cached computations
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _histogram_figure(
+@figure_cache(max_entries=32)
+def _histogram_figures(
     key: str, stage: str, margin: float, split: str, fraction: float, _features
-) -> go.Figure:
-    """θ histograms with the boundary for ``margin`` (θ and the boundary do not depend on the
-    scale, so moving the scale does not recompute them)."""
+) -> dict[bool, go.Figure]:
+    """θ histograms with the boundary for ``margin``, by whether the share axis is logarithmic
+    (θ and the boundary do not depend on the scale, so moving the scale does not recompute
+    them; both axes are built at once, so the toggle does not either)."""
     teacher, students = _teacher_and_students(_features)
     angles = stage_angles(teacher, students, stage, margin=margin, split=split, fraction=fraction)
-    return theta_histogram_figure(angles, margin=margin)
+    linear = theta_histogram_figure(angles, margin=margin)
+    return {False: linear, True: go.Figure(linear).update_yaxes(type="log")}
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@figure_cache(max_entries=32)
 def _maps_figure(
     key: str,
     stage: str,
@@ -177,7 +180,7 @@ def _class_rows(
     return [row for model in angles for row in summarise(angles[0], model, per_class=True)]
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@figure_cache(max_entries=8)
 def _class_angles_figure(key: str, _features) -> go.Figure:
     return class_angles_figure([class_angles(features) for features in _features])
 
@@ -187,7 +190,7 @@ def _sphere_summaries(key: str, _features) -> list[HypersphereSummary]:
     return [hypersphere_summary(features) for features in _features]
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@figure_cache(max_entries=16)
 def _sphere_figure(key: str, model: str, colour_by: str, _features) -> go.Figure:
     [features] = [f for f in _features if f.name == model]
     figure = hypersphere_figure(
@@ -229,7 +232,7 @@ def _table(
 
 def _histograms_tab(view: View) -> None:
     with st.spinner(f"Computing θ at {view.stage}…"):
-        figure = _histogram_figure(
+        figures = _histogram_figures(
             view.key, view.stage, view.margin, view.split, view.fraction, _features=view.features
         )
     log_axis = st.toggle(
@@ -239,9 +242,7 @@ def _histograms_tab(view: View) -> None:
         help="Spread the small shares: the bins near 90° (positions the model barely attends) "
         "can hold most of the positions and flatten every other bin.",
     )
-    if log_axis:
-        figure.update_yaxes(type="log")
-    st.plotly_chart(figure, width="stretch", config=FIGURE_CONFIG)
+    st.plotly_chart(figures[log_axis], width="stretch", config=FIGURE_CONFIG)
     st.caption(
         "Solid lines: θ of the positions the split counts positive; dashed: the others (share "
         "of each side's positions per 0.5° bin). The dotted lines mark the loss's boundary "

@@ -14,6 +14,7 @@ from app_pages._shared import (
     FIGURE_CONFIG,
     data_table,
     feature_sets,
+    figure_cache,
     require_dataset,
     require_models,
     using,
@@ -69,7 +70,7 @@ def _maps(
     }
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@figure_cache(max_entries=32)
 def _overlay_figures(
     key: tuple[object, ...],
     title: str,

@@ -24,6 +24,7 @@ from app_pages._shared import (
     Workspace,
     data_table,
     feature_sets,
+    figure_cache,
     require_dataset,
     require_models,
     workspace,
@@ -97,7 +98,7 @@ def _cka(key: str, _features: Sequence[FeatureSet]) -> dict[str, CKAMatrix]:
     return cka_matrices(_features)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@figure_cache(max_entries=8)
 def _cka_figures(key: str, _matrices: dict[str, CKAMatrix]) -> dict[str, go.Figure]:
     """One heatmap per student of the CKA matrices cached under ``key``, built once (plotly's
     construction cost a revisit about 0.1 s)."""
