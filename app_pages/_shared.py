@@ -11,7 +11,9 @@ model's lock, so two sessions never see each other's hooks.
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -122,6 +124,38 @@ _PENDING = "_workspace_pending"
 
 
 _frozen_modules = 0
+_PRELOAD_SCRIPT = """<script>
+(() => {
+  const index = document.querySelector('script[type="module"][src*="/static/js/index."]');
+  if (!index) return;
+  const url = new URL(CHUNK, index.src).href;
+  const load = () => import(url).catch(() => {});
+  (window.requestIdleCallback || ((f) => setTimeout(f, 500)))(load, { timeout: 5000 });
+})();
+</script>"""
+
+
+@functools.cache
+def plotly_chunk() -> str | None:
+    """The file of Streamlit's frontend that holds plotly.js (``PlotlyChart.<hash>.js``, 4.7 MB),
+    or ``None`` if this Streamlit version has no such single file."""
+    folder = Path(st.__file__).parent / "static" / "static" / "js"
+    names = [path.name for path in folder.glob("PlotlyChart.*.js")]
+    return names[0] if len(names) == 1 else None
+
+
+def preload_plotly() -> None:
+    """Have the browser load plotly.js when it is idle, on a page that draws no plotly figure.
+
+    A browser loads Streamlit's chart code only when a page first shows a chart: on this 2-core
+    machine, fetching and compiling plotly.js blocks the page for 1 to 2 s. Home, the first
+    page, draws none, so it asks for it in the background (``requestIdleCallback``) once it
+    is drawn, and the first analysis page the reader opens finds it ready. The script only
+    imports the same file the frontend would (the browser keeps one copy of a module); if the
+    file cannot be found, nothing is sent."""
+    chunk = plotly_chunk()
+    if chunk is not None:
+        st.html(_PRELOAD_SCRIPT.replace("CHUNK", json.dumps(chunk)), unsafe_allow_javascript=True)
 
 
 def freeze_long_lived_objects() -> None:

@@ -7,6 +7,7 @@ from app_pages._shared import (
     Workspace,
     data_table,
     load_model,
+    preload_plotly,
     workspace,
 )
 from kd_core.checkpoints import CheckpointError
@@ -195,3 +196,4 @@ st.download_button(
     key="home_margin_svg",
     help="The figure above as a vector file, for papers and slides.",
 )
+preload_plotly()

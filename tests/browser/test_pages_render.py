@@ -7,7 +7,7 @@ import base64
 import pytest
 from playwright.sync_api import expect
 
-from app_pages._shared import PAGES
+from app_pages._shared import PAGES, plotly_chunk
 from kd_core.figures.margin import boundary_angle
 from tests.browser.harness import AppPage
 
@@ -67,6 +67,20 @@ def test_home_renders_and_the_margin_slider_works(app_page, screenshot_dir):
     svg = _figure_svg(page)
     assert "boundary m = 1: 60.0°" in svg and "boundary m = 1.35" not in svg
     assert not app_page.console_errors, app_page.console_errors
+
+
+def test_home_loads_plotly_in_the_background(app_page):
+    """Home has no plotly figure; once it is drawn, the browser fetches the plotly chunk
+    anyway (when idle), so the first analysis page does not wait for it."""
+    app_page.goto("/", expect_text=TITLE)
+    page = app_page.page
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+    page.wait_for_function(
+        "chunk => performance.getEntriesByType('resource').some(e => e.name.endsWith(chunk))",
+        arg=f"/{plotly_chunk()}",
+        timeout=30_000,
+    )
+    assert not app_page.console_errors and not app_page.page_errors
 
 
 # Figures each page draws without any interaction (at least), on the bundled workspace.

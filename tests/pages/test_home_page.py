@@ -12,6 +12,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 import kd_core
+from app_pages._shared import plotly_chunk
 from kd_core.figures.margin import boundary_angle, margin_figure
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -77,6 +78,17 @@ def test_scale_slider_changes_the_chart_not_the_boundary(app):
     assert not app.exception
     assert _metric(app, "Boundary angle, chosen margin").value == f"{boundary_angle(1.35):.1f}°"
     assert "scale s = 4<" in _figure_svg(app)
+
+
+def test_home_preloads_plotly_for_the_next_page(app):
+    """Home draws no plotly figure, so it asks the browser to load Streamlit's plotly chunk
+    when idle. The chunk must exist in the installed Streamlit: an upgrade that renames it
+    fails here rather than silently dropping the preload."""
+    chunk = plotly_chunk()
+    assert chunk is not None and chunk.startswith("PlotlyChart.") and chunk.endswith(".js")
+    [html] = app.get("html")
+    assert html.proto.unsafe_allow_javascript
+    assert f'"{chunk}"' in html.proto.body and "requestIdleCallback" in html.proto.body
 
 
 def test_figure_follows_the_sliders_and_downloads_as_svg(app, monkeypatch):
