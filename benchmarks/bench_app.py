@@ -41,6 +41,14 @@ MIN_FIGURES = {"angular": 1, "attention": 1, "embedding": 1}
 MIN_IMAGES = {"home": 1}
 
 
+MINIMAL_SCRIPT = """import streamlit as st
+
+st.title("A minimal page")
+st.write("A title and a line of text: no sidebar, no figure, no torch.")
+"""
+"""The reference script of :func:`streamlit_floor`."""
+
+
 def timed_visit(app: AppPage, url_path: str, heading: str) -> float:
     """Seconds from navigation to the page idle with its figures drawn (a new session)."""
     start = time.perf_counter()
@@ -52,14 +60,32 @@ def timed_visit(app: AppPage, url_path: str, heading: str) -> float:
 
 def visit(browser, base_url: str, url_path: str, heading: str) -> tuple[float, float]:
     """A new session's seconds to ``url_path`` in a new browser profile (nothing cached), then in
-    a second tab of that browser (the frontend's files cached, as for a returning user)."""
+    a new tab of that browser once the first is closed (the frontend's files cached, as for a
+    returning user; the first tab is closed so that what it does once drawn, such as Home's
+    preload of plotly.js, is not timed as part of the second)."""
     app = AppPage.open(browser, base_url)
     try:
         first = timed_visit(app, url_path, heading)
-        tab = AppPage(page=app.page.context.new_page(), base_url=base_url)
+        context = app.page.context
+        app.page.close()
+        tab = AppPage(page=context.new_page(), base_url=base_url)
         return first, timed_visit(tab, url_path, heading)
     finally:
         app.close()
+
+
+def streamlit_floor(browser, folder: Path) -> tuple[float, float, float]:
+    """The first three measures on :data:`MINIMAL_SCRIPT` instead of the app: seconds from
+    healthy to its page drawn, then a new session in a new browser profile and in a second
+    tab. What Streamlit's server and frontend cost on this machine before any page of ours."""
+    script = folder / "minimal_app.py"
+    script.write_text(MINIMAL_SCRIPT)
+    heading = "A minimal page"
+    with streamlit_server(script=str(script)) as server:
+        app = AppPage.open(browser, server.base_url)
+        first = timed_visit(app, "", heading)  # "/": the script's one page, nothing to wait for
+        app.close()
+        return (first, *visit(browser, server.base_url, "", heading))
 
 
 def navigate(app: AppPage, spec, heading: str) -> float:
@@ -148,6 +174,12 @@ def main() -> None:
             )
             if group:
                 print(f"the group's students at the end: {group_states(folder / 'runs', group)}")
+        first, session, tab = streamlit_floor(browser, folder)
+        print(
+            f"reference, a minimal Streamlit page (a title and a line; no sidebar, figure or "
+            f"torch): {first:.2f} s after healthy; a new session {session:.2f} s in a new "
+            f"profile, {tab:.2f} s in a second tab"
+        )
         browser.close()
 
 
