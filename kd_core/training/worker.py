@@ -25,6 +25,53 @@ from kd_core.training.runs import process_alive
 from kd_core.training.trainer import RunCancelled, error_message, train_group
 
 POLL_SECONDS = 0.5
+NICENESS_ENV = "KD_CORE_RUN_NICENESS"
+DEFAULT_NICENESS = 10
+"""How much a run's process lowers its CPU priority unless ``$KD_CORE_RUN_NICENESS`` says."""
+
+
+def lower_priority() -> str:
+    """Lower this process's CPU priority (``os.nice``) by ``$KD_CORE_RUN_NICENESS``, an integer
+    from 0 (keep it) to 19, default :data:`DEFAULT_NICENESS`; returns the sentence the run's log
+    gets.
+
+    A run then takes the CPU only when the app's server and a browser on the same machine do
+    not want it: pages stay quick while a group trains beside them (``bench_app.py
+    --beside-group``), and the run trains at full speed whenever the app is idle. On a GPU the
+    priority only concerns the process's CPU share (data loading, the Python loop).
+
+    Linux with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by
+    default in most distributions) first shares the CPU equally between sessions, whatever the
+    niceness of their processes: a worker leads its own session (``RunManager`` starts it with
+    ``start_new_session``), so the niceness of its session's group is lowered too
+    (``/proc/self/autogroup``). A process that does not lead its session leaves the group alone,
+    since the group is its caller's.
+    """
+    raw = os.environ.get(NICENESS_ENV, "").strip()
+    increment = DEFAULT_NICENESS
+    note = ""
+    if raw:
+        try:
+            increment = int(raw)
+            if not 0 <= increment <= 19:
+                raise ValueError
+        except ValueError:
+            increment = DEFAULT_NICENESS
+            note = (
+                f"; ${NICENESS_ENV} must be an integer from 0 to 19, got {raw!r}, so the "
+                f"default {DEFAULT_NICENESS} is used"
+            )
+    if not hasattr(os, "nice"):
+        return "this system cannot lower a process's CPU priority (no os.nice)"
+    niceness = os.nice(increment)
+    group = ""
+    if os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(niceness))
+            group = ", its session's too"
+        except OSError:  # not Linux, or no autogroup: the niceness alone counts
+            pass
+    return f"CPU priority lowered by {increment} (niceness now {niceness}{group}){note}"
 
 
 def _queued_since(status: dict) -> float:
@@ -84,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", default=None, help="the group's id (several run folders)")
     args = parser.parse_args(argv)
     members = [RunFiles(d) for d in args.run_dirs]
+    print(lower_priority(), flush=True)
     if wait_for_slot(members, args.slots, args.max_concurrent) is None:
         for files in members:
             files.update_status(

@@ -43,6 +43,8 @@ def test_two_runs_queue_for_one_slot_and_both_finish(manager, tiny_config):
     # The second run could only start once the first had released the slot.
     assert done_second.status["started_at"] >= done_first.status["finished_at"] - 1.0
     assert [r.run_id for r in manager.list()] == [second.run_id, first.run_id]
+    for run in (first, second):  # each worker trained below the app's CPU priority
+        assert "CPU priority lowered by" in (manager.run_dir(run.run_id) / "train.log").read_text()
     manager.delete(first.run_id)
     assert not manager.run_dir(first.run_id).exists()
 

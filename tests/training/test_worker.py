@@ -1,0 +1,65 @@
+"""The run worker's CPU priority: lowered by ``$KD_CORE_RUN_NICENESS`` (default 10), so the app
+stays quick beside training; bad values fall back to the default with a sentence saying so.
+
+Each case runs in a child process: a niceness once raised cannot be lowered again without
+privileges, and the test process must keep its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AUTOGROUP = Path("/proc/self/autogroup")
+PROBE = (
+    "import os, pathlib; from kd_core.training.worker import lower_priority; "
+    "print(lower_priority()); print(os.nice(0)); "
+    "group = pathlib.Path('/proc/self/autogroup'); "
+    "print(group.read_text().split()[-1] if group.exists() else '-')"
+)
+
+
+def _lowered(value: str | None, new_session: bool = False) -> tuple[str, int, str]:
+    """The worker's log sentence, its niceness minus ours and its autogroup's niceness ("-"
+    without autogroups), with the variable at ``value``, in a new session or in ours."""
+    env = {k: v for k, v in os.environ.items() if k != "KD_CORE_RUN_NICENESS"}
+    if value is not None:
+        env["KD_CORE_RUN_NICENESS"] = value
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+        check=True, start_new_session=new_session,
+    ).stdout.splitlines()  # fmt: skip
+    return out[0], int(out[1]) - os.nice(0), out[2]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 10), ("", 10), ("0", 0), (" 3 ", 3)])
+def test_priority_is_lowered_by_the_setting(value, expected):
+    sentence, lowered, _ = _lowered(value)
+    assert lowered == min(expected, 19 - os.nice(0))  # niceness stops at 19
+    assert sentence.startswith(f"CPU priority lowered by {expected} (niceness now ")
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "20", "1.5"])
+def test_bad_settings_use_the_default_and_say_so(value):
+    sentence, lowered, _ = _lowered(value)
+    assert lowered == min(10, 19 - os.nice(0))
+    assert f"got {value!r}, so the default 10 is used" in sentence
+    assert "must be an integer from 0 to 19" in sentence
+
+
+def test_a_session_leader_lowers_its_autogroup_and_a_process_in_ours_does_not():
+    """With autogroup scheduling the CPU is shared between sessions first: the worker, which
+    leads its own session, lowers its session's group; run from ours, it must leave our
+    group (the caller's) alone."""
+    ours = AUTOGROUP.read_text().split()[-1] if AUTOGROUP.exists() else "-"
+    sentence, _, group = _lowered(None, new_session=True)
+    if ours == "-":  # no autogroups here (not Linux, or a kernel without them)
+        assert group == "-" and "session" not in sentence
+    else:
+        assert group == str(min(os.nice(0) + 10, 19)) and "its session's too" in sentence
+    sentence, _, group = _lowered(None, new_session=False)
+    assert group == ours and "session" not in sentence
