@@ -34,7 +34,9 @@ def test_freezing_happens_once_per_set_of_imported_modules(unfrozen, monkeypatch
 
     garbage = [[] for _ in range(1000)]  # a later run's objects, no new module: not frozen
     shared.freeze_long_lived_objects()
-    assert gc.get_freeze_count() == frozen
+    # Not frozen again: the count did not grow by the 1,000 lists (it may shrink, as frozen
+    # objects that lose their last reference are freed, e.g. by an earlier test's thread).
+    assert gc.get_freeze_count() <= frozen
     del garbage
 
     monkeypatch.setitem(sys.modules, "a_module_imported_later", sys)  # a page's first imports
