@@ -91,15 +91,22 @@ def test_home_preloads_plotly_for_the_next_page(app):
     assert f'"{chunk}"' in html.proto.body and "requestIdleCallback" in html.proto.body
 
 
-def test_figure_follows_the_sliders_and_downloads_as_svg(app, monkeypatch):
+def _recorded(monkeypatch, method: str) -> dict[str, tuple[object, str]]:
+    """What ``MediaFileManager.<method>`` (``add``, or ``add_deferred`` for a file built on
+    click) is given from now on, by file name: (the data or its callable, the mimetype)."""
     saved = {}
-    add = MediaFileManager.add
+    original = getattr(MediaFileManager, method)
 
     def remember(self, data, mimetype, coordinates, file_name=None, **options):
         saved[file_name] = (data, mimetype)
-        return add(self, data, mimetype, coordinates, file_name, **options)
+        return original(self, data, mimetype, coordinates, file_name, **options)
 
-    monkeypatch.setattr(MediaFileManager, "add", remember)
+    monkeypatch.setattr(MediaFileManager, method, remember)
+    return saved
+
+
+def test_figure_follows_the_sliders_and_downloads_as_svg(app, monkeypatch):
+    saved = _recorded(monkeypatch, "add")
     [slider] = [s for s in app.slider if s.label == "Angular margin m"]
     slider.set_value(2.0).run()
     assert not app.exception
@@ -162,14 +169,7 @@ def test_every_table_of_every_page_has_a_csv_download():
 def test_report_download_writes_the_workspace_report(open_page, monkeypatch):
     """The button's file is built on click (a deferred download): the callable it registers
     returns the report of the sidebar's workspace."""
-    registered = {}
-    register = MediaFileManager.add_deferred
-
-    def remember(self, data_callable, mimetype, coordinates, file_name=None, **options):
-        registered[file_name] = (data_callable, mimetype)
-        return register(self, data_callable, mimetype, coordinates, file_name, **options)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    registered = _recorded(monkeypatch, "add_deferred")
     at = open_page()
     [samples] = [s for s in at.sidebar.select_slider if s.label == "Samples"]
     samples.set_value(100).run()
