@@ -89,6 +89,12 @@ def _text(x: float, y: float, content: str, **attributes: str | float) -> str:
     return f'<text x="{_num(x)}" y="{_num(y)}"{extra}>{escape(content)}</text>'
 
 
+def _stroke(line: Line) -> str:
+    """The stroke attributes of ``line``, shared by its curve and its legend swatch."""
+    dash = ' stroke-dasharray="8 5"' if line.dashed else ""
+    return f'stroke="{line.colour}" stroke-width="2.5"{dash}'
+
+
 def _check(name: str, values: Sequence[float], low: float, high: float) -> None:
     for value in values:
         if not (math.isfinite(value) and low <= value <= high):
@@ -147,10 +153,9 @@ def _panel(axis: Axis, panel: Panel, frame: _Frame, with_x_labels: bool) -> list
     for line in panel.lines:
         pairs = zip(line.x, line.y, strict=True)
         points = " ".join(f"{_num(frame.px(x))},{_num(frame.py(y))}" for x, y in pairs)
-        dash = ' stroke-dasharray="8 5"' if line.dashed else ""
         parts.append(
-            f'<polyline points="{points}" fill="none" stroke="{line.colour}" '
-            f'stroke-width="2.5"{dash}><title>{escape(line.name)}</title></polyline>'
+            f'<polyline points="{points}" fill="none" {_stroke(line)}>'
+            f"<title>{escape(line.name)}</title></polyline>"
         )
     for vertical in panel.verticals:
         x = frame.px(vertical.x)
@@ -176,10 +181,9 @@ def _legend(lines: Sequence[Line], top: float) -> list[str]:
         row, column = divmod(index, LEGEND_COLUMNS)
         x = LEFT + column * column_width
         y = top + row * LEGEND_ROW_HEIGHT
-        dash = ' stroke-dasharray="8 5"' if line.dashed else ""
         parts.append(
             f'<line x1="{_num(x)}" y1="{_num(y)}" x2="{_num(x + 30)}" y2="{_num(y)}" '
-            f'stroke="{line.colour}" stroke-width="2.5"{dash}/>'
+            f"{_stroke(line)}/>"
         )
         parts.append(_text(x + 38, y + 4, line.name, font_size=12))
     return parts

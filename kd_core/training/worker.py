@@ -62,7 +62,7 @@ def lower_priority() -> str:
                 f"default {DEFAULT_NICENESS} is used"
             )
     if not hasattr(os, "nice"):
-        return "this system cannot lower a process's CPU priority (no os.nice)"
+        return f"this system cannot lower a process's CPU priority (no os.nice){note}"
     niceness = os.nice(increment)
     group = ""
     if os.getsid(0) == os.getpid():

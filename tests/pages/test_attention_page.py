@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
@@ -131,8 +132,6 @@ def test_a_rerun_builds_no_figure(page: AppTest, monkeypatch: pytest.MonkeyPatch
     """Figures are shared from a resource cache: a rerun of the same view neither builds a
     plotly figure nor copies one through plotly's validators (as unpickling a ``go.Figure``
     from ``st.cache_data`` did, 0.2 s of every warm visit), and draws the same charts."""
-    import plotly.graph_objects as go
-
     before = _charts(page)
     built = []
     init = go.Figure.__init__
