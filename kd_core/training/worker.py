@@ -10,6 +10,7 @@ the run's ``train.log``. Started by :class:`kd_core.training.runs.RunManager`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -28,6 +29,23 @@ POLL_SECONDS = 0.5
 NICENESS_ENV = "KD_CORE_RUN_NICENESS"
 DEFAULT_NICENESS = 10
 """How much a run's process lowers its CPU priority unless ``$KD_CORE_RUN_NICENESS`` says."""
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def autogroup_niceness() -> int | None:
+    """The niceness of this process's session group under autogroup scheduling, read from
+    ``/proc/self/autogroup`` (``/autogroup-N nice M``); ``None`` where there is none to read (not
+    Linux, a kernel or sandbox without autogroups, or a file in another format)."""
+    try:
+        words = AUTOGROUP.read_text().split()
+    except OSError:
+        return None
+    if len(words) != 3 or words[1] != "nice":
+        return None
+    try:
+        return int(words[2])
+    except ValueError:
+        return None
 
 
 def lower_priority() -> str:
@@ -65,12 +83,11 @@ def lower_priority() -> str:
         return f"this system cannot lower a process's CPU priority (no os.nice){note}"
     niceness = os.nice(increment)
     group = ""
-    if os.getsid(0) == os.getpid():
-        try:
-            Path("/proc/self/autogroup").write_text(str(niceness))
+    if os.getsid(0) == os.getpid() and autogroup_niceness() is not None:
+        with contextlib.suppress(OSError):  # not allowed here: the niceness alone counts
+            AUTOGROUP.write_text(str(niceness))
+        if autogroup_niceness() == niceness:  # said only where it took effect
             group = ", its session's too"
-        except OSError:  # not Linux, or no autogroup: the niceness alone counts
-            pass
     return f"CPU priority lowered by {increment} (niceness now {niceness}{group}){note}"
 
 
