@@ -28,9 +28,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_core.checkpoints import MAX_CHECKPOINT_BYTES, CheckpointError, load_checkpoint
+from kd_core.checkpoints.errors import MAX_CHECKPOINT_BYTES, CheckpointError
 from kd_core.checkpoints.hub import list_hub_checkpoints
 from kd_core.data.cache import cache_dir
+from kd_core.data.registry import dataset_info, list_datasets
 from kd_core.training.run_files import RunFiles, write_json_atomic
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -76,6 +77,8 @@ class CheckpointEntry:
         dataset: the dataset it was trained on, when known.
         top1: its test top-1 in percent, when known.
         role: ``teacher``, ``student`` or ``""`` (unknown).
+        num_classes: how many classes it classifies, as recorded beside the file (``None``
+            when only its weights tell: read them with ``load_checkpoint``).
     """
 
     key: str
@@ -86,6 +89,7 @@ class CheckpointEntry:
     dataset: str | None = None
     top1: float | None = None
     role: str = ""
+    num_classes: int | None = None
 
 
 def method_name(objective: dict[str, float], loss_params: dict | None = None) -> str:
@@ -102,6 +106,16 @@ def method_name(objective: dict[str, float], loss_params: dict | None = None) ->
         if name != "ce" and weight
     ]
     return "+".join(terms) if terms else "vanilla"
+
+
+def _class_count(recorded: object, dataset: object) -> int | None:
+    """A checkpoint's class count: the one recorded beside it, else its dataset's when that
+    dataset has a fixed count (``imagefolder`` has none), else ``None``."""
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        return recorded
+    if isinstance(dataset, str) and dataset in list_datasets():
+        return dataset_info(dataset).num_classes
+    return None
 
 
 def _label(name: str, source: str, top1: float | None) -> str:
@@ -133,6 +147,7 @@ def bundled_checkpoints(folder: Path = ASSETS_DIR) -> list[CheckpointEntry]:
                 dataset=item.get("dataset"),
                 top1=item.get("top1"),
                 role=role,
+                num_classes=_class_count(item.get("num_classes"), item.get("dataset")),
             )
         )
     return entries
@@ -170,6 +185,7 @@ def run_checkpoints(root: Path | None = None) -> list[CheckpointEntry]:
                 dataset=config.get("dataset"),
                 top1=top1,
                 role="student",
+                num_classes=_class_count(None, config.get("dataset")),
             )
         )
     return entries
@@ -196,6 +212,7 @@ def uploaded_checkpoints(folder: Path | None = None) -> list[CheckpointEntry]:
                 path=path,
                 source="upload",
                 arch=info["arch"],
+                num_classes=_class_count(info.get("num_classes"), None),
             )
         )
     return entries
@@ -210,6 +227,7 @@ def hub_checkpoints(cache: Path | None = None) -> list[CheckpointEntry]:
             path=found.folder,
             source="hub",
             arch=found.architecture,
+            num_classes=found.num_classes,
         )
         for found in list_hub_checkpoints(cache)
     ]
@@ -258,6 +276,8 @@ def store_upload(
     Raises:
         CheckpointError: the bytes are not a usable checkpoint (the message says why).
     """
+    from kd_core.checkpoints import load_checkpoint  # torch: not needed to list checkpoints
+
     display_name = Path(str(original_name)).name[:120] or "uploaded file"
     loaded = load_checkpoint(bytes(data), arch=arch, name=display_name, max_bytes=max_bytes)
     folder = uploads_dir() if folder is None else folder
@@ -295,6 +315,8 @@ def entry_for_file(path: str | os.PathLike, entries: list[CheckpointEntry]) -> C
     for entry in entries:
         if entry.path.resolve() == resolved:
             return entry
+    from kd_core.checkpoints import load_checkpoint  # torch: not needed to list checkpoints
+
     loaded = load_checkpoint(resolved)
     return CheckpointEntry(
         key=f"file:{resolved}",
@@ -302,4 +324,5 @@ def entry_for_file(path: str | os.PathLike, entries: list[CheckpointEntry]) -> C
         path=resolved,
         source="file",
         arch=loaded.arch,
+        num_classes=loaded.num_classes,
     )

@@ -3,7 +3,7 @@
 The layers, bottom to top (the test reads them from this block: it is the one place the order
 is written; one layer per line, its top-level modules and packages of ``kd_core``)::
 
-    outputs pickle_scan files
+    outputs pickle_scan files lazy
     losses models data
     checkpoints
     analysis training

@@ -52,30 +52,40 @@ Example::
 
 from __future__ import annotations
 
-# ``torch``, ``models`` and the private helpers are re-exported (``as`` themselves) because
-# tests reach them at this path: they monkeypatch ``torch.save`` and ``models.create_model``,
-# clear the ``_signature`` cache, and call the helpers directly.
-import torch as torch
+from kd_core.lazy import lazy_attributes
 
-from kd_core import models as models
-from kd_core.checkpoints.architecture import _infer_arch as _infer_arch
-from kd_core.checkpoints.architecture import _signature as _signature
-from kd_core.checkpoints.errors import FORMAT_VERSION, MAX_CHECKPOINT_BYTES, CheckpointError
-from kd_core.checkpoints.loading import LoadedCheckpoint, load_checkpoint
-from kd_core.checkpoints.metadata import _jsonable as _jsonable
-from kd_core.checkpoints.registry import (
-    FileFormat,
-    Layout,
-    format_info,
-    layout_info,
-    list_formats,
-    list_layouts,
-    register_format,
-    register_layout,
+# Every name is imported on first use (:mod:`kd_core.lazy`): the app's sidebar lists checkpoints
+# (``kd_core.workspace``) without torch. ``torch``, ``models`` and the private helpers are
+# reachable here because tests monkeypatch ``torch.save`` and ``models.create_model``, clear the
+# ``_signature`` cache and call the helpers directly.
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "torch": "torch:module",
+        "models": "kd_core.models:module",
+        "_infer_arch": ".architecture",
+        "_signature": ".architecture",
+        "FORMAT_VERSION": ".errors",
+        "MAX_CHECKPOINT_BYTES": ".errors",
+        "CheckpointError": ".errors",
+        "LoadedCheckpoint": ".loading",
+        "load_checkpoint": ".loading",
+        "_jsonable": ".metadata",
+        "FileFormat": ".registry",
+        "Layout": ".registry",
+        "format_info": ".registry",
+        "layout_info": ".registry",
+        "list_formats": ".registry",
+        "list_layouts": ".registry",
+        "register_format": ".registry",
+        "register_layout": ".registry",
+        "_input_size": ".summary",
+        "summarize": ".summary",
+        "export_safetensors": ".writing",
+        "load_training_state": ".writing",
+        "save_checkpoint": ".writing",
+    },
 )
-from kd_core.checkpoints.summary import _input_size as _input_size
-from kd_core.checkpoints.summary import summarize
-from kd_core.checkpoints.writing import export_safetensors, load_training_state, save_checkpoint
 
 __all__ = [
     "FORMAT_VERSION",

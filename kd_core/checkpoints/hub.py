@@ -16,11 +16,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd_core.checkpoints.errors import CheckpointError
-from kd_core.checkpoints.registry import _Found
 from kd_core.models.timm_models import PREFIX, timm_name_problem
+
+if TYPE_CHECKING:
+    from kd_core.checkpoints.registry import _Found
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

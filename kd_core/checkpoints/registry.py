@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kd_core.checkpoints.source import _Source
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass

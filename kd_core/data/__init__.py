@@ -8,25 +8,35 @@
 >>> create_dataset("shapes", split="test").masks.shape    # the object masks (no augmentation)
 torch.Size([2000, 32, 32])
 
-One file per concept: :mod:`~kd_core.data.registry` (names, :class:`DatasetInfo`,
-argument checks), :mod:`~kd_core.data.shapes` and :mod:`~kd_core.data.shapes_render` (the
-embedded dataset and its renderer), :mod:`~kd_core.data.cache` (where generated data is kept),
-:mod:`~kd_core.data.cifar`, :mod:`~kd_core.data.imagefolder`,
-:mod:`~kd_core.data.transforms` (statistics, augmentation, :func:`denormalize`) and
-:mod:`~kd_core.data.images` (uploads: :func:`load_image`, :func:`prepare_image`) and
-:mod:`~kd_core.data.model_inputs` (each model sees an image folder through its own input
-recipe: :func:`model_inputs`).
+One file per concept: :mod:`~kd_core.data.catalog` (what each dataset is, without torch),
+:mod:`~kd_core.data.registry` (names, argument checks), :mod:`~kd_core.data.shapes` and
+:mod:`~kd_core.data.shapes_render` (the embedded dataset and its renderer),
+:mod:`~kd_core.data.cache` (where generated data is kept), :mod:`~kd_core.data.cifar`,
+:mod:`~kd_core.data.imagefolder`, :mod:`~kd_core.data.transforms` (augmentation,
+:func:`denormalize`), :mod:`~kd_core.data.images` (uploads: :func:`load_image`,
+:func:`prepare_image`) and :mod:`~kd_core.data.model_inputs` (each model sees an image folder
+through its own input recipe: :func:`model_inputs`).
 """
 
-# isort: off
-# Importing the dataset modules registers them; this order is the order of list_datasets().
-from kd_core.data import shapes, cifar, imagefolder  # noqa: F401
+from kd_core.data.model_inputs import model_inputs  # a submodule's name: bound here, not lazily
+from kd_core.lazy import lazy_attributes
 
-# isort: on
-from kd_core.data.images import MAX_PIXELS, ImageError, load_image, prepare_image
-from kd_core.data.model_inputs import model_inputs
-from kd_core.data.registry import DatasetInfo, create_dataset, dataset_info, list_datasets
-from kd_core.data.transforms import denormalize
+# Imported on first use (:mod:`kd_core.lazy`): the registry names the built-in datasets from
+# :mod:`~kd_core.data.catalog` without torch, and imports a dataset's module when it is built.
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "MAX_PIXELS": ".images",
+        "ImageError": ".images",
+        "load_image": ".images",
+        "prepare_image": ".images",
+        "DatasetInfo": ".registry",
+        "create_dataset": ".registry",
+        "dataset_info": ".registry",
+        "list_datasets": ".registry",
+        "denormalize": ".transforms",
+    },
+)
 
 __all__ = [
     "MAX_PIXELS",

@@ -18,64 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kd_core.data.cache import default_data_root
-from kd_core.data.registry import DatasetInfo, register_dataset
-from kd_core.data.transforms import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    cifar_transform,
-)
+from kd_core.data.catalog import CIFAR10_CLASSES as CIFAR10_CLASSES  # tests read them here
+from kd_core.data.catalog import CIFAR10_INFO, CIFAR100_INFO, DatasetInfo
+from kd_core.data.catalog import CIFAR100_CLASSES as CIFAR100_CLASSES
+from kd_core.data.registry import register_dataset
+from kd_core.data.transforms import cifar_transform
 from kd_core.pickle_scan import pickle_globals
 
 if TYPE_CHECKING:
     from torchvision.datasets import CIFAR10, CIFAR100
-
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-# The fine labels, in the order of the archive's ``meta`` file (alphabetical).
-_CIFAR100_NAMES = """
-apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
-butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
-crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
-keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse
-mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
-porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
-snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
-tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
-"""
-CIFAR100_CLASSES = tuple(_CIFAR100_NAMES.split())
-
-CIFAR10_INFO = DatasetInfo(
-    name="cifar10",
-    title="CIFAR-10",
-    description="60,000 32 x 32 photos in 10 classes (50,000 train, 10,000 test); local files.",
-    num_classes=10,
-    class_names=CIFAR10_CLASSES,
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    image_size=32,
-)
-CIFAR100_INFO = DatasetInfo(
-    name="cifar100",
-    title="CIFAR-100",
-    description="60,000 32 x 32 photos in 100 classes (50,000 train, 10,000 test); local files.",
-    num_classes=100,
-    class_names=CIFAR100_CLASSES,
-    mean=CIFAR100_MEAN,
-    std=CIFAR100_STD,
-    image_size=32,
-)
 
 
 class _LocalFiles:

@@ -22,9 +22,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kd_core.data.catalog import IMAGEFOLDER_INFO
 from kd_core.data.images import ImageError, load_image
-from kd_core.data.registry import DatasetInfo, register_dataset
-from kd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
+from kd_core.data.registry import register_dataset
+from kd_core.data.transforms import imagenet_transform
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
@@ -36,21 +37,7 @@ if TYPE_CHECKING:
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 TEST_FOLDERS = ("test", "val")
 
-INFO = DatasetInfo(
-    name="imagefolder",
-    title="Image folder",
-    description=(
-        "Your own images, one sub-folder per class (optionally under train/ and test/ or val/);"
-        " seen at 224 x 224 with ImageNet statistics."
-    ),
-    num_classes=None,
-    class_names=None,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    image_size=224,
-    crop_fraction=224 / 256,
-    per_model_inputs=True,
-)
+INFO = IMAGEFOLDER_INFO
 
 
 def _visible_dirs(folder: Path) -> list[Path]:

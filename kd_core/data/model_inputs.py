@@ -28,13 +28,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
-
-from torch import nn
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from kd_core.data.registry import DatasetInfo, dataset_info
 from kd_core.models.timm_models import data_config, fixed_input_size, input_transform
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import Dataset
 
 
 def input_recipe(dataset: str | DatasetInfo | Dataset, model: nn.Module) -> dict[str, Any] | None:

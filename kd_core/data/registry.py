@@ -1,55 +1,28 @@
 """Datasets by name: what each one is (:class:`DatasetInfo`) and how to build it.
 
-Each dataset module registers itself with :func:`register_dataset`; :func:`create_dataset`
-checks the arguments every dataset shares and hands them to the dataset's builder.
+The built-in datasets are known from :mod:`~kd_core.data.catalog` without importing their
+modules (torch); each module registers its builder with :func:`register_dataset` when
+:func:`create_dataset` first imports it. A dataset of your own registers the same way, with its
+info and builder at once. :func:`create_dataset` checks the arguments every dataset shares and
+hands them to the dataset's builder.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from torch.utils.data import Dataset
+from kd_core.data.catalog import BUILTIN_DATASETS, DatasetInfo
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+__all__ = ["DatasetInfo", "create_dataset", "dataset_info", "list_datasets", "register_dataset"]
 
 SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model trained on a dataset expects.
-
-    Attributes:
-        name: the registry name.
-        title: a short human-readable name.
-        description: one or two sentences for people choosing a dataset.
-        num_classes: number of classes; ``None`` until loaded (``imagefolder``).
-        class_names: class names by label index; ``None`` until loaded (``imagefolder``).
-        mean, std: per-channel normalisation of ``[0, 1]`` RGB values.
-        image_size: side of the square images the models see.
-        crop_fraction: share of an image's shorter side kept by the test-time centre crop
-            (1.0 for 32-px datasets; 224/256 for ``imagefolder``: resize 256, crop 224).
-        has_masks: whether each image comes with a boolean object mask.
-        needs_files: whether the images must be on disk (``root``) rather than generated.
-        per_model_inputs: whether a model with its own input recipe (a timm model's pretrained
-            config) sees the images prepared its own way (:mod:`~kd_core.data.model_inputs`)
-            rather than by the dataset's transform (``imagefolder``).
-    """
-
-    name: str
-    title: str
-    description: str
-    num_classes: int | None
-    class_names: tuple[str, ...] | None
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    image_size: int
-    crop_fraction: float = 1.0
-    has_masks: bool = False
-    needs_files: bool = True
-    per_model_inputs: bool = False
 
 
 class DatasetBuilder(Protocol):
@@ -65,19 +38,35 @@ class DatasetBuilder(Protocol):
     ) -> Dataset: ...
 
 
-_DATASETS: dict[str, tuple[DatasetInfo, DatasetBuilder]] = {}
+_DATASETS: dict[str, tuple[DatasetInfo, DatasetBuilder | str]] = {
+    info.name: (info, module) for info, module in BUILTIN_DATASETS
+}
+"""Name -> (info, builder), the builder still the name of its module for a built-in dataset
+whose module was not imported yet."""
 
 
 def register_dataset(info: DatasetInfo) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Decorator: make the decorated builder available as ``info.name``."""
+    """Decorator: make the decorated builder available as ``info.name`` (a built-in dataset's
+    module gives the builder of the info the catalog declared)."""
 
     def register(builder: DatasetBuilder) -> DatasetBuilder:
-        if info.name in _DATASETS:
+        known, current = _DATASETS.get(info.name, (None, None))
+        if known is not None and not (isinstance(current, str) and known is info):
             raise ValueError(f"A dataset named {info.name!r} is already registered.")
         _DATASETS[info.name] = (info, builder)
         return builder
 
     return register
+
+
+def _builder(name: str) -> DatasetBuilder:
+    builder = _DATASETS[name][1]
+    if isinstance(builder, str):  # a built-in dataset: its module registers the builder
+        importlib.import_module(builder)
+        builder = _DATASETS[name][1]
+    if isinstance(builder, str):
+        raise LookupError(f"The module {builder} registered no builder for the dataset {name!r}.")
+    return builder
 
 
 def list_datasets() -> list[str]:
@@ -142,8 +131,7 @@ def create_dataset(
     limit = _non_negative_int("limit", limit, allow_none=True)
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise ValueError(f"root must be a folder path or None, got {type(root).__name__}.")
-    builder = _DATASETS[info.name][1]
-    return builder(
+    return _builder(info.name)(
         split=split,
         root=None if root is None else Path(root).expanduser(),
         augment=split == "train" if augment is None else augment,

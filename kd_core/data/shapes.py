@@ -25,7 +25,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from kd_core.data.cache import cache_dir, load_npz, save_npz
-from kd_core.data.registry import DatasetInfo, register_dataset
+from kd_core.data.catalog import SHAPES_INFO, SHAPES_MEAN, SHAPES_STD
+from kd_core.data.registry import register_dataset
 from kd_core.data.shapes_render import (
     CLASS_NAMES,
     GENERATOR_VERSION,
@@ -39,27 +40,8 @@ SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 """Images per split: enough that a resnet20 teacher reaches 95% and the table's test error bars
 are narrow (see docs/results.md, "How the teacher was trained"); chunks are seeded by index, so
 the first 10,000 training images are those of the earlier 10,000-image split."""
-# Per-channel statistics of the train split for seed 0, in [0, 1], measured on its first 10,000
-# images; the whole 50,000 agree within 1e-3 (checked by a test).
-SHAPES_MEAN = (0.3842, 0.3836, 0.3847)
-SHAPES_STD = (0.2280, 0.2281, 0.2285)
 
-INFO = DatasetInfo(
-    name="shapes",
-    title="Shapes (embedded)",
-    description=(
-        "Ten shapes (circle, square, triangle, star, cross, ring, ellipse, hexagon, heart, "
-        "arrow) on cluttered backgrounds, 32 x 32, generated on this machine: 50,000 training "
-        "and 10,000 test images, each with the mask of its object."
-    ),
-    num_classes=len(CLASS_NAMES),
-    class_names=CLASS_NAMES,
-    mean=SHAPES_MEAN,
-    std=SHAPES_STD,
-    image_size=SIZE,
-    has_masks=True,
-    needs_files=False,
-)
+INFO = SHAPES_INFO
 
 _DTYPES = {
     "images": np.uint8,

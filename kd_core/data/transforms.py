@@ -17,6 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kd_core.data.catalog import CIFAR10_MEAN as CIFAR10_MEAN  # the statistics' old home
+from kd_core.data.catalog import CIFAR10_STD as CIFAR10_STD
+from kd_core.data.catalog import CIFAR100_MEAN as CIFAR100_MEAN
+from kd_core.data.catalog import CIFAR100_STD as CIFAR100_STD
+from kd_core.data.catalog import IMAGENET_MEAN, IMAGENET_STD
 from kd_core.data.registry import DatasetInfo, dataset_info
 
 if TYPE_CHECKING:
@@ -24,13 +29,6 @@ if TYPE_CHECKING:
 
 # torchvision is imported inside the functions that build its transforms: importing it takes
 # seconds (it pulls torch._dynamo), and the statistics and tensor transforms here need none of it.
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def cifar_transform(mean, std, augment: bool) -> Compose:

@@ -8,8 +8,10 @@ more strongly attended positions count as positive. The attentive weight
 :math:`e^{\mathrm{amd}} = \sigma(\mathrm{pos} - \mathrm{neg})` is a soft step at that boundary,
 sharper for a larger scale ``s``.
 
-All values come from :func:`kd_core.losses.amd.angular_terms`, the function the loss itself
-uses: the figure cannot drift from the loss.
+The values follow :func:`kd_core.losses.amd.angular_terms`, the function the loss itself uses,
+written again in NumPy float64 (same clamp of ``q``, same softplus threshold) so that the app's
+home page draws this figure before torch has loaded; a test holds the two to 1e-12 on a grid of
+margins and scales, so the figure cannot drift from the loss.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from kd_core.figures.style import BLUE as _BLUE
 from kd_core.figures.style import GREEN as _GREEN
 from kd_core.figures.style import ORANGE as _ORANGE
 from kd_core.figures.svg_chart import Axis, Line, Panel, VerticalLine, line_chart_svg
-from kd_core.losses.amd import DEFAULT_SCALE, angular_terms
+from kd_core.losses.amd_constants import ARCCOS_EPS, DEFAULT_SCALE
+
+SOFTPLUS_THRESHOLD = 20.0
+"""Above this, ``torch.nn.functional.softplus(x)`` returns ``x`` itself (its default)."""
 
 THETA_AXIS_TITLE = "angle θ between attention vector and position axis (degrees)"
 FEATURE_AXIS_TITLE = "feature / s (dimensionless)"
@@ -72,11 +76,30 @@ def _require_scale(scale: object) -> float:
     return _require_positive("scale", scale, "the paper uses 64")
 
 
+def angular_terms(
+    q: np.ndarray, margin: float, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""``(pos, neg, amd)`` of the loss for the attention entries ``q``, in NumPy float64:
+    :math:`\theta = \arccos q` (``q`` clamped to ``1 - 10^{-7}``), :math:`\mathrm{pos} =
+    s\cos(m\theta)`, :math:`\mathrm{neg} = s(1 - q)`, :math:`\mathrm{amd} =
+    -\operatorname{softplus}(\mathrm{neg} - \mathrm{pos})`, as
+    :func:`kd_core.losses.amd.angular_terms` computes them (no checks: callers check)."""
+    q = np.asarray(q, dtype=np.float64)
+    theta = np.arccos(np.clip(q, -1.0 + ARCCOS_EPS, 1.0 - ARCCOS_EPS))
+    pos = scale * np.cos(margin * theta)
+    neg = scale * (1.0 - q)
+    gap = neg - pos
+    softplus = np.where(
+        gap > SOFTPLUS_THRESHOLD, gap, np.log1p(np.exp(np.minimum(gap, SOFTPLUS_THRESHOLD)))
+    )
+    return pos, neg, -softplus
+
+
 def margin_curves(margin: float, scale: float = DEFAULT_SCALE, num: int = 361) -> MarginCurves:
     """``pos / s``, ``neg / s`` and ``exp(amd)`` on ``num`` angles from 0° to 90°.
 
-    The values are computed by :func:`~kd_core.losses.amd.angular_terms` from
-    ``q = cos(theta)`` in float64, exactly as the loss computes them (including its clamp of
+    The values are computed by :func:`angular_terms` from ``q = cos(theta)`` in float64, as the
+    loss computes them (including its clamp of
     ``q`` to ``1 - 1e-7``, which only moves the point at 0° by about 0.03°).
 
     Raises:
@@ -87,24 +110,22 @@ def margin_curves(margin: float, scale: float = DEFAULT_SCALE, num: int = 361) -
     if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
         raise ValueError(f"num (the number of angles) must be an integer >= 2, got {num!r}.")
     theta_deg = np.linspace(0.0, 90.0, int(num))
-    q = torch.from_numpy(np.cos(np.deg2rad(theta_deg)))  # float64
-    terms = angular_terms(q, margin=margin, scale=scale)
+    pos, neg, attentive = angular_terms(np.cos(np.deg2rad(theta_deg)), margin, scale)
     return MarginCurves(
         margin=margin,
         scale=scale,
         theta_deg=theta_deg,
-        cos_margin=(terms.pos / scale).numpy(),
-        one_minus_cos=(terms.neg / scale).numpy(),
-        weight=torch.exp(terms.attentive).numpy(),
+        cos_margin=pos / scale,
+        one_minus_cos=neg / scale,
+        weight=np.exp(attentive),
     )
 
 
 def _pos_minus_neg(theta_rad: float, margin: float) -> float:
     """``pos - neg`` at one angle, from the loss's own formula (``s = 1``: the sign is all that
     matters, and it does not depend on ``s``)."""
-    q = torch.tensor(math.cos(theta_rad), dtype=torch.float64)
-    terms = angular_terms(q, margin=margin, scale=1.0)
-    return float(terms.pos - terms.neg)
+    pos, neg, _ = angular_terms(np.array(math.cos(theta_rad)), margin, 1.0)
+    return float(pos - neg)
 
 
 def boundary_angle(margin: float) -> float:
@@ -114,7 +135,7 @@ def boundary_angle(margin: float) -> float:
     ``m = 1`` gives 60°; the angle decreases as the margin grows (about 50.7° for ``m = 1.35``)
     and approaches 90° as ``m`` goes to 0 (it is 90.0 once ``cos(m * 90°)`` rounds to 1,
     ``m`` below about 1e-8). Solved by bisection on ``pos - neg`` computed by
-    :func:`~kd_core.losses.amd.angular_terms`. On ``[0, 90° / max(m, 1)]`` the difference is
+    :func:`angular_terms`. On ``[0, 90° / max(m, 1)]`` the difference is
     strictly decreasing, positive at 0 and negative at the right end, so the root found is the
     first (for ``m > 2`` the cosine oscillates and later crossings exist, but only the first
     separates the strongly attended positions from the rest).

@@ -1,11 +1,22 @@
 """Distillation losses, by name: ``build_loss("amd", margin=1.35)``, ``list_losses()``, and the
-weighted :class:`Objective`. One file per method; importing this package registers them all."""
+weighted :class:`Objective`. One file per method; the registry imports them all when a loss is
+first looked up by name (:func:`~kd_core.losses.registry.list_losses`), and the names below on
+first use (:mod:`kd_core.lazy`), so that :mod:`~kd_core.losses.amd_constants` reads without
+torch."""
 
-from kd_core.losses import amd, at, ce, fitnet, kd, pkt, rkd, sp  # noqa: F401  (registration)
-from kd_core.losses.base import DistillationLoss
-from kd_core.losses.objective import Objective
-from kd_core.losses.registry import build_loss, list_losses, loss_parameters
-from kd_core.outputs import ModelOutputs
+from kd_core.lazy import lazy_attributes
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "DistillationLoss": ".base",
+        "Objective": ".objective",
+        "build_loss": ".registry",
+        "list_losses": ".registry",
+        "loss_parameters": ".registry",
+        "ModelOutputs": "kd_core.outputs",
+    },
+)
 
 __all__ = [
     "DistillationLoss",

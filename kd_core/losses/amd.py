@@ -52,17 +52,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kd_core.losses.amd_constants import ARCCOS_EPS as ARCCOS_EPS  # re-exported
+from kd_core.losses.amd_constants import DEFAULT_LOCAL_WEIGHT as DEFAULT_LOCAL_WEIGHT
+from kd_core.losses.amd_constants import DEFAULT_MARGIN as DEFAULT_MARGIN
+from kd_core.losses.amd_constants import DEFAULT_SCALE as DEFAULT_SCALE
 from kd_core.losses.base import StageFeatureLoss
 from kd_core.losses.registry import register_loss
 from kd_core.losses.validation import compute_dtype, feature_pairs, require_number, require_tensor
 
 NORM_EPS = 1e-6
 """Added to ``||a||`` when normalising the attention map (the reference value)."""
-ARCCOS_EPS = 1e-7
-"""``q`` is clamped to ``[-1 + eps, 1 - eps]`` before ``arccos`` (finite gradients at 1)."""
-DEFAULT_MARGIN = 1.35
-DEFAULT_SCALE = 64.0
-DEFAULT_LOCAL_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,39 @@
-"""Losses by name: ``register_loss`` adds a class, ``build_loss`` makes an instance."""
+"""Losses by name: ``register_loss`` adds a class, ``build_loss`` makes an instance.
+
+The built-in losses register themselves when their modules are imported; every lookup by name
+imports them first (:data:`BUILTIN_MODULES`), so the registry is complete whichever module was
+imported before."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from kd_core.losses.base import DistillationLoss
+if TYPE_CHECKING:
+    from kd_core.losses.base import DistillationLoss
 
+BUILTIN_MODULES = ("amd", "at", "ce", "fitnet", "kd", "pkt", "rkd", "sp")
+"""The modules of :mod:`kd_core.losses` holding one method each, in registration order."""
 _LOSSES: dict[str, type[DistillationLoss]] = {}
-LossClass = TypeVar("LossClass", bound=type[DistillationLoss])
+_builtin_ready = False  # the built-in losses are imported and listed first
+LossClass = TypeVar("LossClass", bound="type[DistillationLoss]")
+
+
+def _import_builtin() -> None:
+    """Import the built-in losses once, and list them first, in :data:`BUILTIN_MODULES` order
+    (whichever was imported first; losses registered by other code keep their order after)."""
+    global _builtin_ready
+    if _builtin_ready:
+        return
+    modules = [f"kd_core.losses.{name}" for name in BUILTIN_MODULES]
+    for module in modules:
+        importlib.import_module(module)
+    rank = {module: index for index, module in enumerate(modules)}
+    ordered = sorted(_LOSSES.items(), key=lambda item: rank.get(item[1].__module__, len(rank)))
+    _LOSSES.clear()
+    _LOSSES.update(ordered)
+    _builtin_ready = True
 
 
 def register_loss(cls: LossClass) -> LossClass:
@@ -21,11 +46,13 @@ def register_loss(cls: LossClass) -> LossClass:
 
 def list_losses() -> list[str]:
     """The registered loss names, in registration order."""
+    _import_builtin()
     return list(_LOSSES)
 
 
 def loss_class(name: str) -> type[DistillationLoss]:
     """The class registered as ``name``; a ``ValueError`` lists the known names otherwise."""
+    _import_builtin()
     if name not in _LOSSES:
         raise ValueError(f"Unknown loss {name!r}; accepted names: {', '.join(_LOSSES)}.")
     return _LOSSES[name]

@@ -2,13 +2,24 @@
 ``model_info(name)``, timm's models as ``create_model("timm:efficientnet_b0")``; every model
 exposes its distillation features to ``extract_features``."""
 
-from kd_core.models.features import FeatureSpec, capture_features, extract_features
-from kd_core.models.registry import ModelInfo, create_model, list_models, model_info
-from kd_core.models.timm_models import (
-    data_config,
-    input_transform,
-    is_timm_name,
-    timm_model_names,
+from kd_core.lazy import lazy_attributes
+
+# Imported on first use (:mod:`kd_core.lazy`): naming timm models needs no torch.
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "FeatureSpec": ".features",
+        "capture_features": ".features",
+        "extract_features": ".features",
+        "ModelInfo": ".registry",
+        "create_model": ".registry",
+        "list_models": ".registry",
+        "model_info": ".registry",
+        "data_config": ".timm_models",
+        "input_transform": ".timm_models",
+        "is_timm_name": ".timm_models",
+        "timm_model_names": ".timm_models",
+    },
 )
 
 __all__ = [

@@ -23,11 +23,12 @@ not pay its import time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported when a model is built, not to read the names here
+    from torch import nn
 
-from kd_core.models.features import FeatureSpec
+    from kd_core.models.features import FeatureSpec
 
 PREFIX = "timm:"
 """Registry names of timm models: ``PREFIX + timm_model_name``."""
@@ -158,6 +159,8 @@ def timm_feature_spec(model: nn.Module) -> FeatureSpec:
         stages = list(deepest.values())[-STAGE_COUNT:]
     classifier = model.get_classifier()
     head = next(name for name, module in model.named_modules() if module is classifier)
+    from kd_core.models.features import FeatureSpec
+
     return FeatureSpec(stages=tuple(stages), head=head, prefix_tokens=prefix_tokens)
 
 

@@ -22,11 +22,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd_core.training.run_files import FINAL_STATES, RunFiles, latest_records
-from kd_core.training.runs import RunInfo
 from kd_core.workspace import method_name
+
+if TYPE_CHECKING:
+    from kd_core.training.runs import RunInfo
 
 Record = Mapping[str, Any]
 

@@ -8,14 +8,18 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+import torch
+
 from kd_core.figures.margin import (
     FEATURE_AXIS_TITLE,
     THETA_AXIS_TITLE,
     WEIGHT_AXIS_TITLE,
+    angular_terms,
     boundary_angle,
     margin_curves,
     margin_figure,
 )
+from kd_core.losses import amd
 from tests.figures.test_svg_chart import SVG, polylines, texts
 
 BAD_NUMBERS = [0.0, -1.0, -0.5, math.nan, math.inf, -math.inf, True, "1.35", None]
@@ -35,6 +39,21 @@ def _expected(margin: float, scale: float, num: int) -> dict[str, np.ndarray]:
         "one_minus_cos": 1.0 - q,
         "weight": 1.0 / (1.0 + np.exp(-(pos - neg))),
     }
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0, 1.35, 2.5, 7.0])
+@pytest.mark.parametrize("scale", [1.0, 16.0, 64.0, 128.0])
+def test_the_figures_numpy_terms_are_the_losss(margin, scale):
+    """The figure's NumPy transcription (drawn before torch loads) against the loss's own
+    ``angular_terms`` in float64, on every q from 0 to 1 (the ends, where the clamp acts, and
+    gaps beyond softplus's threshold included)."""
+    q = np.concatenate([np.linspace(0.0, 1.0, 2001), [1.0 - 1e-9, 1e-9]])
+    pos, neg, attentive = angular_terms(q, margin, scale)
+    terms = amd.angular_terms(torch.from_numpy(q), margin=margin, scale=scale)
+    for ours, theirs in ((pos, terms.pos), (neg, terms.neg), (attentive, terms.attentive)):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-12, atol=1e-12)
+    if scale >= 64.0 and margin >= 1.0:  # softplus's threshold is crossed, and was compared
+        assert (neg - pos).max() > 20.0
 
 
 def test_boundary_without_margin_is_60_degrees():
