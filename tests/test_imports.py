@@ -75,6 +75,28 @@ def test_a_torchvision_model_still_builds_and_imports_torchvision_then():
     )
 
 
+def test_a_bare_cifar_state_dict_is_recognised_without_torchvision_or_timm(tmp_path):
+    """Architecture inference tries the CIFAR zoo before torchvision's networks (building those
+    imports torchvision, about 3 s) and timm's: a bare state dict of the zoo pays neither."""
+    run_fresh_python(
+        f"""
+        import sys
+        import torch
+        from kd_core.checkpoints import load_checkpoint
+        from kd_core.models import create_model
+
+        path = {str(tmp_path / "bare.pt")!r}
+        torch.save(create_model("resnet8", num_classes=10).state_dict(), path)
+        loaded = load_checkpoint(path)
+        assert (loaded.arch, loaded.num_classes, loaded.source_format) == (
+            "resnet8", 10, "state_dict"
+        )
+        for heavy in ("torchvision", "timm"):
+            assert heavy not in sys.modules, f"{{heavy}} was imported"
+        """
+    )
+
+
 def test_the_image_extensions_are_torchvisions_and_gif():
     assert tuple(sorted({*IMG_EXTENSIONS, ".gif"})) == imagefolder.EXTENSIONS
 

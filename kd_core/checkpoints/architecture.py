@@ -7,10 +7,11 @@ count is read from the classifier, and a weights file that fits nothing gets the
 entries and how they differ in its message. :func:`_resolve` checks an explicit or stored
 architecture the same way.
 
-The registry's own entries (:func:`kd_core.models.list_models`) are tried first; only weights
-that fit none of them are compared with the curated timm architectures of the families whose
-marker key they hold (:data:`kd_core.models.timm_models.CURATED_FAMILIES`), so timm is imported
-only for weights that may be timm's.
+Candidates are tried in tiers, each only for weights that fit nothing in the tiers before: the
+CIFAR zoo of the registry (:func:`kd_core.models.list_models`), then its torchvision networks
+(``tv_*``: building them imports torchvision, about 3 s once), then the curated timm
+architectures of the families whose marker key the weights hold
+(:data:`kd_core.models.timm_models.CURATED_FAMILIES`: only then is timm imported).
 """
 
 from __future__ import annotations
@@ -191,16 +192,24 @@ def _exact_matches(archs: list[str], shapes: dict[str, tuple[int, ...]]) -> list
     return matches
 
 
+def _registry_family(torchvision: bool) -> list[str]:
+    return [n for n in _registry() if (models.model_info(n).family == "torchvision") == torchvision]
+
+
 def _infer_arch(shapes: dict[str, tuple[int, ...]], name: str) -> tuple[_Match, list[_Match]]:
-    """The registry entry (else curated timm architecture) whose names and shapes the weights
-    match, and the others that do."""
-    matches = _exact_matches(_registry(), shapes)
-    exact = [m for m in matches if m.exact]
-    if not exact:
-        matches += _exact_matches(curated_candidates(set(shapes)), shapes)
+    """The candidate whose names and shapes the weights match, and the others of its tier that
+    do; tiers: the CIFAR zoo, torchvision's networks, the curated timm architectures."""
+    tiers = (
+        lambda: _registry_family(torchvision=False),
+        lambda: _registry_family(torchvision=True),
+        lambda: curated_candidates(set(shapes)),
+    )
+    matches: list[_Match] = []
+    for candidates in tiers:
+        matches += _exact_matches(candidates(), shapes)
         exact = [m for m in matches if m.exact]
-    if exact:
-        return exact[0], exact[1:]
+        if exact:
+            return exact[0], exact[1:]
     closest = sorted(matches, key=lambda m: m.score, reverse=True)[:_CLOSEST_SHOWN]
     described = "; ".join(m.describe() for m in closest) or "the registry is empty"
     keys = list(shapes)
