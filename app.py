@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages._shared import PAGES, freeze_long_lived_objects, render_sidebar
+from app_pages._shared import PAGES, end_script_run, render_sidebar
 
 FOLDER = Path(__file__).resolve().parent / "app_pages"
 
@@ -26,4 +26,4 @@ render_sidebar()
 try:
     page.run()
 finally:  # also after st.stop() or st.rerun()
-    freeze_long_lived_objects()
+    end_script_run()

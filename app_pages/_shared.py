@@ -1,50 +1,41 @@
-"""The Streamlit glue shared by the pages: the workspace sidebar and the cached resources.
+"""The Streamlit glue shared by the pages: the page list, the workspace sidebar, figure caches
+and tables. The glue of the pages that run models is :mod:`app_pages._models`.
 
 Files whose name starts with ``_`` are never shown as pages; the page list is ``st.navigation``
 in ``app.py``. Everything worth testing lives in ``kd_core``; this module only keeps widgets,
 caches and messages in one place.
 
-Thread safety: models are cached once per server (``st.cache_resource``) and shared by every
-session. Anything that runs a model (hooks for features, Captum's hooks, gradients) holds that
-model's lock, so two sessions never see each other's hooks.
+This module, Home and the sidebar import no torch (``tests/pages/test_light_start.py``): a
+server's first page is drawn while ``serve.py`` is still importing it, and the sidebar names the
+compute device once :mod:`app_pages._models` has loaded.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import importlib.metadata
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-import torch
-from torch import nn
 
 import kd_core
-from kd_core.analysis.errors import AnalysisError
-from kd_core.analysis.feature_cache import feature_set_for
-from kd_core.analysis.feature_set import FeatureSet
-from kd_core.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
-from kd_core.data import create_dataset, dataset_info, list_datasets
+from kd_core.data import dataset_info, list_datasets
 from kd_core.figures.style import FIGURE_CONFIG as FIGURE_CONFIG  # the pages' import
-from kd_core.losses.amd import DEFAULT_MARGIN
-from kd_core.training.runs import RunManager
-from kd_core.views.home import checkpoint_name
+from kd_core.losses.amd_constants import DEFAULT_MARGIN
 from kd_core.views.runs import records_csv
 from kd_core.workspace import (
     DEFAULT_SAMPLES,
     CheckpointEntry,
-    dataset_key,
     default_selection,
     find_entry,
     list_checkpoints,
-    runs_root,
 )
 
 MARGIN_SLIDER = {
@@ -110,13 +101,6 @@ PAGES = (
 )
 """The pages in navigation order; ``app.py`` registers them, the tests visit them all."""
 
-# One intra-op thread per torch call. The server runs several sessions' scripts at once and
-# shares the CPU with the training runs it launches; with two threads per op and a busy core,
-# every op waits on an OpenMP barrier (measured on 2 cores with a run going: one resnet20
-# forward of one image 1.34 s with two threads, 0.006 s with one; 2,000-image feature
-# extraction 10.8 s vs 2.8 s).
-torch.set_num_threads(1)
-
 SAMPLE_CHOICES = (100, 250, 500, 1000, 2000, 5000)
 HUB_CACHE_KEY = "ws_hub_cache"
 """Session key of the hub cache folder whose timm checkpoints the workspace lists."""
@@ -124,6 +108,11 @@ _PENDING = "_workspace_pending"
 
 
 _frozen_modules = 0
+FIRST_RUN_ENDED = threading.Event()
+"""Set when a script run of this server has ended: ``serve.py`` imports the pages' heavy
+modules after it, so that they do not compete with the first page for the CPU."""
+_compute_device: list[str] = []
+"""The compute device, once :mod:`app_pages._models` has named it (:func:`set_compute_device`)."""
 _PRELOAD_SCRIPT = """<script>
 (() => {
   const index = document.querySelector('script[type="module"][src*="/static/js/index."]');
@@ -174,65 +163,23 @@ def freeze_long_lived_objects() -> None:
         gc.freeze()
 
 
-@st.cache_resource(show_spinner=False)
-def compute_device() -> str:
-    """The best device torch can use here: ``cuda`` (with the GPU's name), ``mps`` or ``cpu``."""
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+def end_script_run() -> None:
+    """What ``app.py`` does at the end of every script run, however it ended: freeze the
+    long-lived objects and signal :data:`FIRST_RUN_ENDED`."""
+    freeze_long_lived_objects()
+    FIRST_RUN_ENDED.set()
 
 
-@dataclass(frozen=True)
-class ModelHandle:
-    """A loaded checkpoint shared by all sessions, with the lock that guards its use."""
-
-    entry: CheckpointEntry
-    loaded: LoadedCheckpoint
-    lock: threading.RLock
-
-    @property
-    def model(self) -> nn.Module:
-        return self.loaded.model
-
-    @property
-    def name(self) -> str:
-        return checkpoint_name(self.entry)
+def set_compute_device(name: str) -> None:
+    """Have the sidebar name the compute device (``app_pages._models`` calls it once torch has
+    loaded)."""
+    _compute_device[:] = [name]
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _load(
-    path: str, stamp: tuple[int, int], arch: str | None = None
-) -> tuple[LoadedCheckpoint, threading.RLock]:
-    """One load per file version (``stamp`` = modification time and size); ``arch`` for an
-    upload whose architecture the user named."""
-    return load_checkpoint(path, arch=arch), threading.RLock()
-
-
-def load_model(entry: CheckpointEntry) -> ModelHandle:
-    """The model of ``entry`` (cached); a :class:`CheckpointError` if it cannot be read."""
-    try:
-        info = entry.path.stat()
-    except OSError:
-        raise CheckpointError(f"{entry.label}: the file is gone; choose another one.") from None
-    arch = entry.arch if entry.source == "upload" else None
-    loaded, lock = _load(str(entry.path), (info.st_mtime_ns, info.st_size), arch)
-    return ModelHandle(entry, loaded, lock)
-
-
-@contextmanager
-def using(*handles: ModelHandle) -> Iterator[None]:
-    """Hold the locks of ``handles`` (in a fixed order, so two sessions never deadlock)."""
-    ordered = sorted({id(h.lock): h.lock for h in handles}.items())
-    for _, lock in ordered:
-        lock.acquire()
-    try:
-        yield
-    finally:
-        for _, lock in reversed(ordered):
-            lock.release()
+@functools.cache
+def torch_version() -> str:
+    """The installed torch's version, read without importing torch."""
+    return importlib.metadata.version("torch")
 
 
 def figure_cache(max_entries: int) -> Callable:
@@ -246,19 +193,6 @@ def figure_cache(max_entries: int) -> Callable:
     such as a log axis, is built inside the cached function.
     """
     return st.cache_resource(show_spinner=False, max_entries=max_entries)
-
-
-@st.cache_resource(show_spinner=False)
-def run_manager() -> RunManager:
-    """The server's run manager: one run at a time (the others queue), folders under the runs
-    root, processes detached from the server."""
-    return RunManager(runs_root(), max_concurrent=1)
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def load_dataset(name: str, split: str, root: str | None) -> torch.utils.data.Dataset:
-    """A dataset without augmentation (cached per name, split and folder)."""
-    return create_dataset(name, split=split, root=root or None, augment=False)
 
 
 @dataclass(frozen=True)
@@ -381,10 +315,11 @@ def render_sidebar() -> Workspace:
         workspace = _render_workspace()
         st.divider()
         st.caption("**AMD workbench**: angular knowledge distillation")
+        device = f"`{_compute_device[0]}`" if _compute_device else "named once torch has loaded"
         st.markdown(
             f"- kd_core `{kd_core.__version__}`\n"
-            f"- torch `{torch.__version__}`\n"
-            f"- compute device: `{compute_device()}`"
+            f"- torch `{torch_version()}`\n"
+            f"- compute device: {device}"
         )
     st.session_state["_workspace"] = workspace
     return workspace
@@ -393,71 +328,6 @@ def render_sidebar() -> Workspace:
 def workspace() -> Workspace:
     """The workspace drawn by :func:`render_sidebar` in this run."""
     return st.session_state["_workspace"]
-
-
-def require_models(ws: Workspace, students: bool = True) -> tuple[ModelHandle, list[ModelHandle]]:
-    """The teacher and student models, or a message and the end of the page."""
-    if ws.teacher is None:
-        st.info("Choose a teacher in the sidebar (or upload one in the Checkpoint inspector).")
-        st.stop()
-    if students and not ws.students:
-        st.info("Choose at least one student in the sidebar to compare with the teacher.")
-        st.stop()
-    try:
-        return load_model(ws.teacher), [load_model(e) for e in ws.students]
-    except CheckpointError as exc:
-        st.error(str(exc))
-        st.stop()
-
-
-def require_dataset(ws: Workspace) -> torch.utils.data.Dataset:
-    """The workspace's dataset, or a message saying what is missing and the end of the page."""
-    try:
-        return load_dataset(ws.dataset, ws.split, ws.data_root)
-    except (ValueError, OSError) as exc:
-        st.error(str(exc))
-        st.stop()
-
-
-def feature_sets(
-    ws: Workspace, handles: list[ModelHandle], keep_stages: bool = False
-) -> list[FeatureSet]:
-    """Features of every model in ``handles`` on the workspace's samples (cached by weights,
-    data and samples: a second visit is instant), with a progress bar; a message and the end of
-    the page when they cannot be computed."""
-    dataset = require_dataset(ws)
-    samples = min(ws.samples, len(dataset))
-    if samples < ws.samples:
-        st.caption(f"The {ws.split} split has {len(dataset):,} images: using all of them.")
-    data_key = dataset_key(ws.dataset, ws.split, ws.data_root)
-    bar = st.progress(0.0, text="Computing features")
-    results = []
-    try:
-        for index, handle in enumerate(handles):
-
-            def update(done: int, total: int, index: int = index, name: str = handle.name):
-                share = (index + done / max(total, 1)) / len(handles)
-                bar.progress(min(share, 1.0), text=f"Features of {name} ({done}/{total})")
-
-            with using(handle):
-                results.append(
-                    feature_set_for(
-                        handle.model,
-                        dataset,
-                        data_key,
-                        name=handle.name,
-                        arch=handle.loaded.arch,
-                        samples=samples,
-                        keep_stages=keep_stages,
-                        progress=update,
-                    )
-                )
-    except AnalysisError as exc:
-        st.error(str(exc))
-        st.stop()
-    finally:
-        bar.empty()
-    return results
 
 
 def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:

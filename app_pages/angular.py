@@ -17,16 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages._shared import (
-    FIGURE_CONFIG,
-    MARGIN_SLIDER,
-    data_table,
-    feature_sets,
-    figure_cache,
-    require_dataset,
-    require_models,
-    workspace,
-)
+from app_pages._models import feature_sets, require_dataset, require_models
+from app_pages._shared import FIGURE_CONFIG, MARGIN_SLIDER, data_table, figure_cache, workspace
 from kd_core.analysis.angular import (
     ALL_CLASSES,
     DEFAULT_FRACTION,

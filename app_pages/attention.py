@@ -10,16 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from app_pages._shared import (
-    FIGURE_CONFIG,
-    data_table,
-    feature_sets,
-    figure_cache,
-    require_dataset,
-    require_models,
-    using,
-    workspace,
-)
+from app_pages._models import feature_sets, require_dataset, require_models, using
+from app_pages._shared import FIGURE_CONFIG, data_table, figure_cache, workspace
 from kd_core.analysis.attribution import METHODS, attribution_maps, forward_passes
 from kd_core.analysis.errors import AnalysisError
 from kd_core.analysis.feature_set import FeatureSet

@@ -6,11 +6,11 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+from app_pages._models import run_manager
 from app_pages._shared import (
     FIGURE_CONFIG,
     data_table,
     request_workspace,
-    run_manager,
     workspace,
     workspace_checkpoints,
 )

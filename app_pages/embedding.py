@@ -18,17 +18,8 @@ import streamlit as st
 import torch
 from torch.utils.data import Dataset
 
-from app_pages._shared import (
-    FIGURE_CONFIG,
-    ModelHandle,
-    Workspace,
-    data_table,
-    feature_sets,
-    figure_cache,
-    require_dataset,
-    require_models,
-    workspace,
-)
+from app_pages._models import ModelHandle, feature_sets, require_dataset, require_models
+from app_pages._shared import FIGURE_CONFIG, Workspace, data_table, figure_cache, workspace
 from kd_core.analysis.embedding import (
     DEFAULT_PERPLEXITY,
     Embedding,

@@ -1,18 +1,14 @@
-"""Home: what AMD is, its formula, and the geometry of the angular margin."""
+"""Home: what AMD is, its formula, and the geometry of the angular margin.
+
+The first page a server draws: it imports no torch (``tests/pages/test_light_start.py``), so it
+is drawn while ``serve.py`` is still loading it."""
 
 import streamlit as st
 
-from app_pages._shared import (
-    MARGIN_SLIDER,
-    Workspace,
-    data_table,
-    load_model,
-    preload_plotly,
-    workspace,
-)
-from kd_core.checkpoints import CheckpointError
+from app_pages._shared import MARGIN_SLIDER, Workspace, data_table, preload_plotly, workspace
+from kd_core.checkpoints.errors import CheckpointError
 from kd_core.figures.margin import boundary_angle, margin_figure
-from kd_core.losses.amd import DEFAULT_LOCAL_WEIGHT, DEFAULT_SCALE
+from kd_core.losses.amd_constants import DEFAULT_LOCAL_WEIGHT, DEFAULT_SCALE
 from kd_core.views.home import checkpoint_name, class_count_problem, workspace_records
 from kd_core.workspace import bundled_checkpoints
 
@@ -25,24 +21,37 @@ def _margin_figure(margin: float, scale: float) -> str:
 
 def _report_file(ws: Workspace) -> str:
     """The workspace's HTML report, built when the button is clicked (the report's modules,
-    scipy and the figure builders, are imported then, not on every visit of Home)."""
+    torch, scipy and the figure builders, are imported then, not on every visit of Home). What
+    stops it is written in the file instead: after the click no message can be shown."""
+    from kd_core.analysis.errors import AnalysisError
     from kd_core.report.build import ReportRequest, build_report
-    from kd_core.report.html import report_html
+    from kd_core.report.html import report_error_html, report_html
 
     request = ReportRequest(ws.teacher, ws.students, ws.dataset, ws.split, ws.samples, ws.data_root)
-    return report_html(build_report(request))
+    try:
+        return report_html(build_report(request))
+    except (ValueError, OSError, AnalysisError) as exc:  # ReportError, CheckpointError among them
+        return report_error_html(str(exc))
 
 
 def _report_problem(ws: Workspace) -> str | None:
     """Why the workspace cannot be reported (checked before the button: the report itself is
-    built after the click, where no message can be shown), or ``None``."""
+    built after the click), or ``None``. Class counts come from what is recorded beside each
+    file; a file that records none is read (this imports torch)."""
     if not ws.students:
         return "Choose at least one student in the sidebar to make a report of the workspace."
-    try:
-        handles = [load_model(entry) for entry in ws.entries]
-    except CheckpointError as exc:
-        return str(exc)
-    return class_count_problem({h.name: h.loaded.num_classes for h in handles})
+    gone = [entry for entry in ws.entries if not entry.path.exists()]
+    if gone:
+        return f"{gone[0].label}: the file is gone; choose another one."
+    counts = {checkpoint_name(entry): entry.num_classes for entry in ws.entries}
+    if None in counts.values():
+        from app_pages._models import load_model  # torch, only for such files
+
+        try:
+            counts = {h.name: h.loaded.num_classes for h in map(load_model, ws.entries)}
+        except CheckpointError as exc:
+            return str(exc)
+    return class_count_problem(counts)
 
 
 st.title("Angular margin-based distillation (AMD)")

@@ -8,16 +8,14 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages._models import load_model, require_dataset, using
 from app_pages._shared import (
     FIGURE_CONFIG,
     HUB_CACHE_KEY,
     data_table,
-    load_model,
     progress_callback,
     project_path,
     request_workspace,
-    require_dataset,
-    using,
     workspace,
     workspace_checkpoints,
 )

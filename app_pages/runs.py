@@ -8,12 +8,8 @@ import json
 
 import streamlit as st
 
-from app_pages._shared import (
-    FIGURE_CONFIG,
-    data_table,
-    project_path,
-    run_manager,
-)
+from app_pages._models import run_manager
+from app_pages._shared import FIGURE_CONFIG, data_table, project_path
 from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.training import METRIC_TITLES, compare_runs_figure, training_curves_figure
 from kd_core.training.run_files import FINAL_STATES, RunFiles

@@ -144,6 +144,18 @@ def report_html(report: Report) -> str:
     )
 
 
+def report_error_html(sentence: str) -> str:
+    """An HTML document that says why the report could not be built (what the app's report
+    button gives when the build fails after the click, where no message can be shown)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
+        f"<title>No report</title>\n<style>{STYLE}</style>\n</head>\n<body><main>\n"
+        "<h1>The report could not be built</h1>\n"
+        f'<p class="summary">{html.escape(sentence)}</p>\n</main></body>\n</html>\n'
+    )
+
+
 # ---------------------------------------------------------------- writing
 
 

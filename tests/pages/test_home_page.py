@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,9 @@ def test_home_renders(app):
 
 
 def test_sidebar_shows_versions_and_device(app):
+    import app_pages._models  # noqa: F401  (what serve.py imports after the first page: names it)
+
+    app.run()
     sidebar = " ".join(app.sidebar.markdown.values)
     assert f"kd_core `{kd_core.__version__}`" in sidebar
     assert "torch `" in sidebar
@@ -192,3 +196,42 @@ def test_no_report_without_students(open_page):
     assert not at.exception
     assert not [b for b in at.get("download_button") if b.proto.label.startswith("Report")]
     assert any("Choose at least one student" in c for c in at.caption.values)
+
+
+def test_a_report_that_fails_after_the_click_says_why_in_its_file(open_page, monkeypatch):
+    """After the click no message can be shown on the page: a build that fails (here, the
+    data folder is emptied meanwhile) gives a file that says what was wrong instead."""
+    import kd_core.report.build as build_module
+
+    def refuse(request):
+        raise build_module.ReportError("The test split has no images; choose another folder.")
+
+    registered = _recorded(monkeypatch, "add_deferred")
+    monkeypatch.setattr(build_module, "build_report", refuse)
+    open_page()
+    build, _ = registered["amd_report.html"]
+    page = build()
+    assert page.startswith("<!DOCTYPE html>") and "could not be built" in page
+    assert "The test split has no images; choose another folder." in page
+
+
+def test_the_report_check_reads_the_weights_of_a_file_that_records_no_class_count(
+    open_page, monkeypatch
+):
+    """Bundled files record their class count beside them; for students that do not (None),
+    the check loads the weights and finds the teacher's count (without reading them, the
+    students' None would differ from the teacher's 10)."""
+    import kd_core.workspace as workspace_module
+
+    real = workspace_module.bundled_checkpoints
+
+    def unrecorded(*args, **kwargs):
+        return [
+            e if e.role == "teacher" else dataclasses.replace(e, num_classes=None)
+            for e in real(*args, **kwargs)
+        ]
+
+    monkeypatch.setattr(workspace_module, "bundled_checkpoints", unrecorded)
+    at = open_page()
+    assert [b for b in at.get("download_button") if b.proto.label.startswith("Report")]
+    assert not [c for c in at.caption.values if "classes" in c]

@@ -54,11 +54,22 @@ def test_a_collection_after_freezing_skips_the_frozen_objects(unfrozen):
     assert gc.collect(2) >= 1
 
 
-def test_serve_imports_the_app_modules_in_a_thread_and_serves_at_once():
-    """In a new interpreter: the lifespan returns before the imports are done, and the thread
-    it started imports the shared glue and the home page's figure."""
-    code = """
-        import asyncio, sys, threading
+def _run_fresh(code: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_serve_imports_the_first_page_at_once_and_torch_after_the_first_run():
+    """In a new interpreter: the lifespan returns before the imports are done; the thread it
+    started imports the shared glue and Home's figure, but not torch until a script run has
+    ended (the first page is drawn without competing with it), then the models' glue."""
+    _run_fresh(
+        """
+        import asyncio, sys, threading, time
         import serve
 
         async def start():
@@ -66,14 +77,30 @@ def test_serve_imports_the_app_modules_in_a_thread_and_serves_at_once():
                 return [t for t in threading.enumerate() if t.name == "import-app-modules"]
 
         [thread] = asyncio.run(start())
+        deadline = time.monotonic() + 120
+        while "kd_core.figures.margin" not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.05)
+        import app_pages._shared as shared
+
+        time.sleep(1.0)  # the thread now waits for a run to end
+        assert thread.is_alive()
+        assert "torch" not in sys.modules and "app_pages._models" not in sys.modules
+        shared.end_script_run()
         thread.join(timeout=120)
         assert not thread.is_alive()
-        assert {"app_pages._shared", "kd_core.figures.margin", "torch"} <= set(sys.modules)
+        assert {"app_pages._models", "torch"} <= set(sys.modules)
         assert serve.app.script_path.name == "app.py"
-    """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+        """
+    )
+
+
+def test_serve_imports_torch_anyway_when_no_page_is_drawn():
+    _run_fresh(
+        """
+        import sys
+        import serve
+
+        serve.import_app_modules(wait_s=0.1)
+        assert {"app_pages._shared", "app_pages._models", "torch"} <= set(sys.modules)
+        """
+    )
