@@ -100,7 +100,7 @@ def test_serve_imports_torch_anyway_when_no_page_is_drawn():
         import sys
         import serve
 
-        serve.import_app_modules(wait_s=0.1)
+        serve.import_app_modules(wait_s=0.1, draw_s=60.0)  # no run: no wait to draw
         assert {"app_pages._shared", "app_pages._models", "torch"} <= set(sys.modules)
         """
     )
