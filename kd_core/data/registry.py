@@ -51,7 +51,8 @@ def register_dataset(info: DatasetInfo) -> Callable[[DatasetBuilder], DatasetBui
 
     def register(builder: DatasetBuilder) -> DatasetBuilder:
         known, current = _DATASETS.get(info.name, (None, None))
-        if known is not None and not (isinstance(current, str) and known is info):
+        own_module = known is info and current == getattr(builder, "__module__", None)
+        if known is not None and not own_module:
             raise ValueError(f"A dataset named {info.name!r} is already registered.")
         _DATASETS[info.name] = (info, builder)
         return builder

@@ -11,6 +11,7 @@ from kd_core.data import DatasetInfo, create_dataset, dataset_info, denormalize,
 from kd_core.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
 from kd_core.data.registry import register_dataset
 from kd_core.data.shapes_render import CLASS_NAMES
+from tests.test_imports import run_fresh_python
 
 
 def test_names_in_order():
@@ -84,6 +85,30 @@ def test_dataset_info_rejects_unknown_names():
 def test_names_cannot_be_registered_twice():
     with pytest.raises(ValueError, match="already registered"):
         register_dataset(dataset_info("shapes"))(lambda **_: None)
+
+
+def test_a_built_in_name_is_refused_before_its_module_is_imported_and_a_new_one_builds():
+    """The built-in datasets are named by the catalog before their modules load: another
+    builder cannot take a built-in name in that window either, and the built-in module still
+    registers its own builder afterwards."""
+    run_fresh_python(
+        """
+        import dataclasses, sys
+        from kd_core.data.registry import create_dataset, dataset_info, register_dataset
+
+        assert "kd_core.data.shapes" not in sys.modules
+        try:
+            register_dataset(dataset_info("shapes"))(lambda **_: None)
+        except ValueError as error:
+            assert "already registered" in str(error)
+        else:
+            raise AssertionError("a second 'shapes' was accepted")
+        mine = dataclasses.replace(dataset_info("cifar10"), name="mine", title="Mine")
+        register_dataset(mine)(lambda **kwargs: ("built", kwargs["split"]))
+        assert create_dataset("mine", "test") == ("built", "test")
+        assert len(create_dataset("shapes", "test", limit=3)) == 3
+        """
+    )
 
 
 def test_augment_defaults_to_the_split():
