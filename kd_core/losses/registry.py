@@ -20,13 +20,17 @@ _builtin_ready = False  # the built-in losses are imported and listed first
 LossClass = TypeVar("LossClass", bound="type[DistillationLoss]")
 
 
+def _builtin_module_names() -> list[str]:
+    return [f"kd_core.losses.{name}" for name in BUILTIN_MODULES]
+
+
 def _import_builtin() -> None:
     """Import the built-in losses once, and list them first, in :data:`BUILTIN_MODULES` order
     (whichever was imported first; losses registered by other code keep their order after)."""
     global _builtin_ready
     if _builtin_ready:
         return
-    modules = [f"kd_core.losses.{name}" for name in BUILTIN_MODULES]
+    modules = _builtin_module_names()
     for module in modules:
         importlib.import_module(module)
     rank = {module: index for index, module in enumerate(modules)}
@@ -37,7 +41,10 @@ def _import_builtin() -> None:
 
 
 def register_loss(cls: LossClass) -> LossClass:
-    """Class decorator: make ``cls`` available to :func:`build_loss` under ``cls.name``."""
+    """Class decorator: make ``cls`` available to :func:`build_loss` under ``cls.name`` (a
+    name of the built-in losses is taken: they are imported first)."""
+    if cls.__module__ not in _builtin_module_names():
+        _import_builtin()
     if cls.name in _LOSSES:
         raise ValueError(f"A loss named {cls.name!r} is already registered.")
     _LOSSES[cls.name] = cls

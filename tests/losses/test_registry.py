@@ -8,6 +8,7 @@ import pytest
 
 from kd_core.losses import DistillationLoss, build_loss, list_losses, loss_parameters
 from kd_core.losses.registry import register_loss
+from tests.test_imports import run_fresh_python
 
 NAMES = ("amd", "at", "ce", "fitnet", "kd", "pkt", "rkd", "sp")
 REQUIRED = {"fitnet": {"student_channels": [3, 4], "teacher_channels": [5, 6]}}
@@ -133,3 +134,28 @@ def test_registering_a_taken_name_is_refused():
         register_loss(Impostor)
     assert list_losses() == before
     assert type(build_loss("kd")).__name__ == "KnowledgeDistillationLoss"
+
+
+def test_a_built_in_name_is_refused_before_the_built_in_losses_are_imported():
+    """The built-in losses are imported on the first lookup: a class registered before that
+    cannot take one of their names, and they all still register."""
+    run_fresh_python(
+        """
+        import sys
+        from kd_core.losses.base import DistillationLoss
+        from kd_core.losses.registry import list_losses, register_loss
+
+        assert "kd_core.losses.kd" not in sys.modules
+
+        class Impostor(DistillationLoss):
+            name = "kd"
+
+        try:
+            register_loss(Impostor)
+        except ValueError as error:
+            assert "already registered" in str(error)
+        else:
+            raise AssertionError("a second 'kd' was accepted")
+        assert list_losses() == ["amd", "at", "ce", "fitnet", "kd", "pkt", "rkd", "sp"]
+        """
+    )
