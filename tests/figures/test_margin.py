@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-
 import torch
 
 from kd_core.figures.margin import (
