@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from kd_core.data.cifar import CIFAR100_INFO
+from kd_core.data.catalog import CIFAR100_INFO
 from kd_core.data.transforms import cifar_transform
 from kd_core.losses import Objective
 from kd_core.models import create_model

@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kd_core.data.cache import default_data_root
-from kd_core.data.catalog import CIFAR10_CLASSES as CIFAR10_CLASSES  # tests read them here
 from kd_core.data.catalog import CIFAR10_INFO, CIFAR100_INFO, DatasetInfo
-from kd_core.data.catalog import CIFAR100_CLASSES as CIFAR100_CLASSES
 from kd_core.data.registry import register_dataset
 from kd_core.data.transforms import cifar_transform
 from kd_core.pickle_scan import pickle_globals

@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 TEST_FOLDERS = ("test", "val")
 
-INFO = IMAGEFOLDER_INFO
-
 
 def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -145,7 +143,7 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@register_dataset(INFO)
+@register_dataset(IMAGEFOLDER_INFO)
 def build_imagefolder(
     *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
 ) -> ImageFolder:
@@ -171,6 +169,6 @@ def build_imagefolder(
         dataset.targets = dataset.targets[:limit]
     dataset.class_names = tuple(dataset.classes)
     dataset.info = dataclasses.replace(
-        INFO, num_classes=len(dataset.classes), class_names=dataset.class_names
+        IMAGEFOLDER_INFO, num_classes=len(dataset.classes), class_names=dataset.class_names
     )
     return dataset

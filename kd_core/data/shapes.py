@@ -41,8 +41,6 @@ SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 are narrow (see docs/results.md, "How the teacher was trained"); chunks are seeded by index, so
 the first 10,000 training images are those of the earlier 10,000-image split."""
 
-INFO = SHAPES_INFO
-
 _DTYPES = {
     "images": np.uint8,
     "masks": np.bool_,
@@ -110,7 +108,7 @@ class ShapesDataset(Dataset):
         self.arrays = arrays
         self.images = torch.from_numpy(arrays.images)
         self.labels = torch.from_numpy(arrays.labels)
-        self.info = INFO
+        self.info = SHAPES_INFO
         self.class_names = CLASS_NAMES
         self.classes = list(CLASS_NAMES)  # torchvision's name for it, as on CIFAR/ImageFolder
         self.augment = augment
@@ -154,7 +152,7 @@ class ShapesDataset(Dataset):
         )
 
 
-@register_dataset(INFO)
+@register_dataset(SHAPES_INFO)
 def build_shapes(
     *, split: str, root: Path | None, augment: bool, seed: int, limit: int | None, download: bool
 ) -> ShapesDataset:

@@ -17,10 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kd_core.data.catalog import CIFAR10_MEAN as CIFAR10_MEAN  # the statistics' old home
-from kd_core.data.catalog import CIFAR10_STD as CIFAR10_STD
-from kd_core.data.catalog import CIFAR100_MEAN as CIFAR100_MEAN
-from kd_core.data.catalog import CIFAR100_STD as CIFAR100_STD
 from kd_core.data.catalog import IMAGENET_MEAN, IMAGENET_STD
 from kd_core.data.registry import DatasetInfo, dataset_info
 

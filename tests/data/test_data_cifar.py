@@ -11,7 +11,7 @@ import torch
 from torchvision.datasets import cifar as tv_cifar
 
 from kd_core.data import create_dataset
-from kd_core.data.transforms import CIFAR10_MEAN, CIFAR10_STD
+from kd_core.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
 CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kd_core.data import DatasetInfo, create_dataset, dataset_info, denormalize, list_datasets
-from kd_core.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
+from kd_core.data.catalog import CIFAR10_CLASSES, CIFAR100_CLASSES
 from kd_core.data.registry import register_dataset
 from kd_core.data.shapes_render import CLASS_NAMES
 from tests.test_imports import run_fresh_python

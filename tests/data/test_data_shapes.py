@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from kd_core.data import create_dataset, dataset_info, denormalize
-from kd_core.data.shapes import SHAPES_MEAN, SHAPES_STD, SPLIT_SIZES
+from kd_core.data.catalog import SHAPES_MEAN, SHAPES_STD
+from kd_core.data.shapes import SPLIT_SIZES
 from kd_core.data.shapes_render import CLASS_NAMES, object_mask, render_shapes
 
 FIELDS = ("images", "masks", "labels", "centers", "sizes", "angles")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from kd_core.data.catalog import CIFAR100_MEAN, CIFAR100_STD, SHAPES_MEAN, SHAPES_STD
 from kd_core.data.device_split import (
     PADDING,
     DeviceSplit,
@@ -19,8 +20,7 @@ from kd_core.data.device_split import (
     held_arrays,
     held_bytes,
 )
-from kd_core.data.shapes import SHAPES_MEAN, SHAPES_STD
-from kd_core.data.transforms import CIFAR100_MEAN, CIFAR100_STD, cifar_transform
+from kd_core.data.transforms import cifar_transform
 from tests.data.tiny_shapes import tiny_shapes
 
 

@@ -15,8 +15,8 @@ from timm.models import save_for_hf
 from kd_core.analysis.extraction import extract_feature_set
 from kd_core.analysis.feature_cache import FeatureCache, feature_set_for
 from kd_core.data import create_dataset, model_inputs, prepare_image
+from kd_core.data.catalog import IMAGENET_MEAN, IMAGENET_STD
 from kd_core.data.model_inputs import input_recipe, shared_inputs
-from kd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from kd_core.models import create_model
 from kd_core.training.config import TrainConfig
 from kd_core.training.trainer import train
