@@ -4,12 +4,7 @@ imagefolder datasets and their classes keep working once asked for."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,23 +13,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from kd_core.data import cifar, create_dataset, imagefolder
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_fresh_python(code: str) -> None:
-    """Run ``code`` in a new interpreter (nothing imported yet) with the project importable;
-    fail with its stderr if it fails."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+from tests.fresh_python import run_fresh_python
 
 
 def test_importing_kd_core_and_the_app_does_not_import_torchvision():

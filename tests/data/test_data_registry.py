@@ -11,7 +11,7 @@ from kd_core.data import DatasetInfo, create_dataset, dataset_info, denormalize,
 from kd_core.data.catalog import CIFAR10_CLASSES, CIFAR100_CLASSES
 from kd_core.data.registry import register_dataset
 from kd_core.data.shapes_render import CLASS_NAMES
-from tests.test_imports import run_fresh_python
+from tests.fresh_python import run_fresh_python
 
 
 def test_names_in_order():

@@ -8,7 +8,7 @@ import pytest
 
 from kd_core.losses import DistillationLoss, build_loss, list_losses, loss_parameters
 from kd_core.losses.registry import register_loss
-from tests.test_imports import run_fresh_python
+from tests.fresh_python import run_fresh_python
 
 NAMES = ("amd", "at", "ce", "fitnet", "kd", "pkt", "rkd", "sp")
 REQUIRED = {"fitnet": {"student_channels": [3, 4], "teacher_channels": [5, 6]}}

@@ -6,39 +6,30 @@ healthy). Each case runs in a new interpreter, where nothing is imported yet."""
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from kd_core.lazy import lazy_attributes
+from tests.fresh_python import run_fresh_python
 
 ROOT = Path(__file__).resolve().parents[2]
 LAZY_PACKAGES = ("kd_core.checkpoints", "kd_core.data", "kd_core.losses", "kd_core.models")
 
 
-def _run_fresh(code: str, tmp_path: Path) -> str:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+def _folders(tmp_path: Path) -> dict[str, str]:
+    """Runs, uploads and the hub cache in ``tmp_path``: the workspace is the bundled one."""
+    return {
         "KD_CORE_RUNS": str(tmp_path / "runs"),
         "KD_CORE_UPLOADS": str(tmp_path / "uploads"),
         "HF_HUB_CACHE": str(tmp_path / "hub"),
     }
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_home_and_the_sidebar_are_drawn_without_torch(tmp_path):
-    _run_fresh(
+    run_fresh_python(
         f"""
         import sys
         from streamlit.testing.v1 import AppTest
@@ -59,12 +50,12 @@ def test_home_and_the_sidebar_are_drawn_without_torch(tmp_path):
         at.run()
         assert "compute device: `cpu`" in " ".join(at.sidebar.markdown.values)
         """,
-        tmp_path,
+        _folders(tmp_path),
     )
 
 
 def test_the_margin_figure_and_checkpoint_list_need_no_torch(tmp_path):
-    _run_fresh(
+    run_fresh_python(
         """
         import sys
         from kd_core.data import dataset_info, list_datasets
@@ -82,7 +73,7 @@ def test_the_margin_figure_and_checkpoint_list_need_no_torch(tmp_path):
         assert round(boundary_angle(1.0), 6) == 60.0
         assert "torch" not in sys.modules
         """,
-        tmp_path,
+        _folders(tmp_path),
     )
 
 

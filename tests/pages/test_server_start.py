@@ -5,17 +5,12 @@ after the run skips them (both measured in ``benchmarks/bench_app.py``)."""
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 import app_pages._shared as shared
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fresh_python import run_fresh_python
 
 
 @pytest.fixture
@@ -54,20 +49,11 @@ def test_a_collection_after_freezing_skips_the_frozen_objects(unfrozen):
     assert gc.collect(2) >= 1
 
 
-def _run_fresh(code: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-
-
 def test_serve_imports_the_first_page_at_once_and_torch_after_the_first_run():
     """In a new interpreter: the lifespan returns before the imports are done; the thread it
     started imports the shared glue and Home's figure, but not torch until a script run has
     ended (the first page is drawn without competing with it), then the models' glue."""
-    _run_fresh(
+    run_fresh_python(
         """
         import asyncio, sys, threading, time
         import serve
@@ -95,7 +81,7 @@ def test_serve_imports_the_first_page_at_once_and_torch_after_the_first_run():
 
 
 def test_serve_imports_torch_anyway_when_no_page_is_drawn():
-    _run_fresh(
+    run_fresh_python(
         """
         import sys
         import serve
