@@ -6,11 +6,10 @@ is drawn while ``serve.py`` is still loading it."""
 import streamlit as st
 
 from app_pages._shared import MARGIN_SLIDER, Workspace, data_table, preload_plotly, workspace
-from kd_core.checkpoints.errors import CheckpointError
 from kd_core.figures.margin import boundary_angle, margin_figure
 from kd_core.losses.amd_constants import DEFAULT_LOCAL_WEIGHT, DEFAULT_SCALE
-from kd_core.views.home import checkpoint_name, class_count_problem, workspace_records
-from kd_core.workspace import bundled_checkpoints
+from kd_core.views.home import checkpoint_name, report_problem, workspace_records
+from kd_core.workspace import CheckpointEntry, bundled_checkpoints
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -34,24 +33,20 @@ def _report_file(ws: Workspace) -> str:
         return report_error_html(str(exc))
 
 
+def _class_count_from_weights(entry: CheckpointEntry) -> int:
+    """The class count of ``entry``'s cached model (imports torch: only for a file that records
+    no count beside it)."""
+    from app_pages._models import load_model
+
+    return load_model(entry).loaded.num_classes
+
+
 def _report_problem(ws: Workspace) -> str | None:
     """Why the workspace cannot be reported (checked before the button: the report itself is
-    built after the click), or ``None``. Class counts come from what is recorded beside each
-    file; a file that records none is read (this imports torch)."""
+    built after the click), or ``None``."""
     if not ws.students:
         return "Choose at least one student in the sidebar to make a report of the workspace."
-    gone = [entry for entry in ws.entries if not entry.path.exists()]
-    if gone:
-        return f"{gone[0].label}: the file is gone; choose another one."
-    counts = {checkpoint_name(entry): entry.num_classes for entry in ws.entries}
-    if None in counts.values():
-        from app_pages._models import load_model  # torch, only for such files
-
-        try:
-            counts = {h.name: h.loaded.num_classes for h in map(load_model, ws.entries)}
-        except CheckpointError as exc:
-            return str(exc)
-    return class_count_problem(counts)
+    return report_problem(ws.entries, _class_count_from_weights)
 
 
 st.title("Angular margin-based distillation (AMD)")

@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kd_core import checkpoints  # names resolved on use: listing checkpoints needs no torch
 from kd_core.checkpoints.errors import MAX_CHECKPOINT_BYTES, CheckpointError
 from kd_core.checkpoints.hub import list_hub_checkpoints
 from kd_core.data.cache import cache_dir
@@ -276,10 +277,10 @@ def store_upload(
     Raises:
         CheckpointError: the bytes are not a usable checkpoint (the message says why).
     """
-    from kd_core.checkpoints import load_checkpoint  # torch: not needed to list checkpoints
-
     display_name = Path(str(original_name)).name[:120] or "uploaded file"
-    loaded = load_checkpoint(bytes(data), arch=arch, name=display_name, max_bytes=max_bytes)
+    loaded = checkpoints.load_checkpoint(
+        bytes(data), arch=arch, name=display_name, max_bytes=max_bytes
+    )
     folder = uploads_dir() if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()[:16]
@@ -315,9 +316,7 @@ def entry_for_file(path: str | os.PathLike, entries: list[CheckpointEntry]) -> C
     for entry in entries:
         if entry.path.resolve() == resolved:
             return entry
-    from kd_core.checkpoints import load_checkpoint  # torch: not needed to list checkpoints
-
-    loaded = load_checkpoint(resolved)
+    loaded = checkpoints.load_checkpoint(resolved)
     return CheckpointEntry(
         key=f"file:{resolved}",
         label=_label(f"{loaded.arch} {resolved.stem}", "file", None),

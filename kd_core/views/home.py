@@ -8,8 +8,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from kd_core.checkpoints.errors import CheckpointError
 from kd_core.workspace import CheckpointEntry
 
 WORKSPACE_FORMATS = {"top-1 (%)": "%.2f"}
@@ -60,3 +61,22 @@ def class_count_problem(class_counts: Mapping[str, int]) -> str | None:
         f"The teacher {teacher} has {expected} classes but {', '.join(differing)}: choose "
         "students trained on the teacher's classes."
     )
+
+
+def report_problem(
+    entries: Sequence[CheckpointEntry], read_class_count: Callable[[CheckpointEntry], int]
+) -> str | None:
+    """Why the checkpoints ``entries`` (the teacher first) cannot be reported together, or
+    ``None``: a file that is gone, or class counts that differ (:func:`class_count_problem`).
+    Counts are those recorded beside the files; when one records none, ``read_class_count``
+    reads every count from the weights (a :class:`CheckpointError` it raises is the answer)."""
+    gone = [entry for entry in entries if not entry.path.exists()]
+    if gone:
+        return f"{gone[0].label}: the file is gone; choose another one."
+    counts = {checkpoint_name(entry): entry.num_classes for entry in entries}
+    if None in counts.values():
+        try:
+            counts = {checkpoint_name(entry): read_class_count(entry) for entry in entries}
+        except CheckpointError as exc:
+            return str(exc)
+    return class_count_problem(counts)
