@@ -10,7 +10,7 @@ the run's ``train.log``. Started by :class:`kd_core.training.runs.RunManager`.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -30,6 +30,9 @@ NICENESS_ENV = "KD_CORE_RUN_NICENESS"
 DEFAULT_NICENESS = 10
 """How much a run's process lowers its CPU priority unless ``$KD_CORE_RUN_NICENESS`` says."""
 AUTOGROUP = Path("/proc/self/autogroup")
+AUTOGROUP_RETRY_S = 0.5
+"""How long a refused write of the autogroup's niceness is retried: Linux lets a process without
+``CAP_SYS_ADMIN`` make one such write per 100 ms, machine-wide, and answers ``EAGAIN`` between."""
 
 
 def autogroup_niceness() -> int | None:
@@ -46,6 +49,23 @@ def autogroup_niceness() -> int | None:
         return int(words[2])
     except ValueError:
         return None
+
+
+def set_autogroup_niceness(niceness: int) -> bool:
+    """Set the niceness of this process's session group (``/proc/self/autogroup``); returns
+    whether the group now reads ``niceness``. The kernel's rate limit (``EAGAIN``) is waited out
+    for up to :data:`AUTOGROUP_RETRY_S`; any other refusal (``EPERM``, no autogroups, not Linux)
+    returns at once."""
+    deadline = time.monotonic() + AUTOGROUP_RETRY_S
+    while True:
+        try:
+            AUTOGROUP.write_text(str(niceness))
+            break
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+    return autogroup_niceness() == niceness
 
 
 def lower_priority() -> str:
@@ -83,11 +103,8 @@ def lower_priority() -> str:
         return f"this system cannot lower a process's CPU priority (no os.nice){note}"
     niceness = os.nice(increment)
     group = ""
-    if os.getsid(0) == os.getpid() and autogroup_niceness() is not None:
-        with contextlib.suppress(OSError):  # not allowed here: the niceness alone counts
-            AUTOGROUP.write_text(str(niceness))
-        if autogroup_niceness() == niceness:  # said only where it took effect
-            group = ", its session's too"
+    if os.getsid(0) == os.getpid() and set_autogroup_niceness(niceness):  # where it took effect
+        group = ", its session's too"
     return f"CPU priority lowered by {increment} (niceness now {niceness}{group}){note}"
 
 
