@@ -1,5 +1,6 @@
-"""The run worker's CPU priority: lowered by ``$KD_CORE_RUN_NICENESS`` (default 10), so the app
-stays quick beside training; bad values fall back to the default with a sentence saying so.
+"""A run worker's CPU priority (:mod:`kd_core.training.priority`): lowered by
+``$KD_CORE_RUN_NICENESS`` (default 10), so the app stays quick beside training; bad values fall
+back to the default with a sentence saying so.
 
 Each case runs in a child process: a niceness once raised cannot be lowered again without
 privileges, and the test process must keep its own."""
@@ -14,43 +15,46 @@ from pathlib import Path
 
 import pytest
 
-from kd_core.training import worker
-from kd_core.training.worker import autogroup_niceness, set_autogroup_niceness
+from kd_core.training import priority
+from kd_core.training.priority import NICENESS_ENV, autogroup_niceness, set_autogroup_niceness
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = (
-    "import os; from kd_core.training.worker import autogroup_niceness, lower_priority; "
+LOWER = (
+    "import os; from kd_core.training.priority import autogroup_niceness, lower_priority; "
     "print(lower_priority()); print(os.nice(0)); group = autogroup_niceness(); "
     "print('-' if group is None else group)"
 )
+"""What the worker does as it starts, then its niceness and its autogroup's ("-" if none)."""
+PROBE_AUTOGROUP = (
+    "from kd_core.training.priority import autogroup_niceness, set_autogroup_niceness; "
+    "ours = autogroup_niceness(); print(ours is not None and set_autogroup_niceness(ours))"
+)
+"""Whether this process may set its autogroup's niceness (writes its group's value back)."""
+
+
+def _child(code: str, value: str | None = None, new_session: bool = False) -> list[str]:
+    """The output lines of ``code`` run in a child process with ``$KD_CORE_RUN_NICENESS`` at
+    ``value`` (unset for ``None``), leading a new session (as a worker does) or in ours."""
+    env = {k: v for k, v in os.environ.items() if k != NICENESS_ENV}
+    if value is not None:
+        env[NICENESS_ENV] = value
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        check=True, start_new_session=new_session,
+    ).stdout.splitlines()  # fmt: skip
 
 
 def _autogroups_can_be_set() -> bool:
     """Whether a process that leads a new session may set its autogroup's niceness here, probed
-    as the worker does it, in such a process, by writing its group's current value back."""
-    probe = (
-        "from kd_core.training.worker import autogroup_niceness, set_autogroup_niceness\n"
-        "ours = autogroup_niceness()\n"
-        "print(ours is not None and set_autogroup_niceness(ours))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
-        start_new_session=True,
-    ).stdout.strip()  # fmt: skip
-    return out == "True"
+    as the worker does it, in such a process."""
+    return _child(PROBE_AUTOGROUP, new_session=True) == ["True"]
 
 
 def _lowered(value: str | None, new_session: bool = False) -> tuple[str, int, str]:
     """The worker's log sentence, its niceness minus ours and its autogroup's niceness ("-"
     without autogroups), with the variable at ``value``, in a new session or in ours."""
-    env = {k: v for k, v in os.environ.items() if k != "KD_CORE_RUN_NICENESS"}
-    if value is not None:
-        env["KD_CORE_RUN_NICENESS"] = value
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-        check=True, start_new_session=new_session,
-    ).stdout.splitlines()  # fmt: skip
-    return out[0], int(out[1]) - os.nice(0), out[2]
+    sentence, niceness, group = _child(LOWER, value, new_session)
+    return sentence, int(niceness) - os.nice(0), group
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 10), ("", 10), ("0", 0), (" 3 ", 3)])
@@ -105,8 +109,8 @@ def test_the_kernels_rate_limit_is_waited_out_and_a_refusal_is_not(monkeypatch):
     CAP_SYS_ADMIN (EAGAIN between): a worker started just after another must still lower its
     group; a permission refusal is final at once."""
     limited = _RateLimitedAutogroup(refusals=3, errno_=errno.EAGAIN)
-    monkeypatch.setattr(worker, "AUTOGROUP", limited)
+    monkeypatch.setattr(priority, "AUTOGROUP", limited)
     assert set_autogroup_niceness(10) and limited.nice == 10 and limited.writes == 4
     denied = _RateLimitedAutogroup(refusals=1, errno_=errno.EPERM)
-    monkeypatch.setattr(worker, "AUTOGROUP", denied)
+    monkeypatch.setattr(priority, "AUTOGROUP", denied)
     assert not set_autogroup_niceness(10) and denied.nice == 0 and denied.writes == 1
