@@ -20,17 +20,12 @@ def _margin_figure(margin: float, scale: float) -> str:
 
 def _report_file(ws: Workspace) -> str:
     """The workspace's HTML report, built when the button is clicked (the report's modules,
-    torch, scipy and the figure builders, are imported then, not on every visit of Home). What
-    stops it is written in the file instead: after the click no message can be shown."""
-    from kd_core.analysis.errors import AnalysisError
-    from kd_core.report.build import ReportRequest, build_report
-    from kd_core.report.html import report_error_html, report_html
+    torch, scipy and the figure builders, are imported then, not on every visit of Home)."""
+    from kd_core.report.build import ReportRequest
+    from kd_core.report.html import report_file
 
     request = ReportRequest(ws.teacher, ws.students, ws.dataset, ws.split, ws.samples, ws.data_root)
-    try:
-        return report_html(build_report(request))
-    except (ValueError, OSError, AnalysisError) as exc:  # ReportError, CheckpointError among them
-        return report_error_html(str(exc))
+    return report_file(request)
 
 
 def _class_count_from_weights(entry: CheckpointEntry) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 import plotly.io
 from plotly.offline import get_plotlyjs
 
+from kd_core.analysis.errors import AnalysisError
 from kd_core.figures.style import FIGURE_CONFIG
 from kd_core.files import atomic_write
 from kd_core.report.build import (
@@ -40,8 +41,10 @@ from kd_core.report.build import (
     Report,
     ReportError,
     ReportFigure,
+    ReportRequest,
     ReportTable,
     Section,
+    build_report,
 )
 
 PLOTLY_FILE = "plotly.min.js"
@@ -154,6 +157,17 @@ def report_error_html(sentence: str) -> str:
         "<h1>The report could not be built</h1>\n"
         f'<p class="summary">{html.escape(sentence)}</p>\n</main></body>\n</html>\n'
     )
+
+
+def report_file(request: ReportRequest) -> str:
+    """The HTML report of ``request``, or, when it cannot be built (a :class:`ReportError`, a
+    checkpoint or data folder that cannot be read, an analysis that fails), the document of
+    :func:`report_error_html` saying why: for a file built after a click, such as the app's
+    report button, where no message can be shown any more."""
+    try:
+        return report_html(build_report(request))
+    except (ValueError, OSError, AnalysisError) as exc:  # ReportError, CheckpointError among them
+        return report_error_html(str(exc))
 
 
 # ---------------------------------------------------------------- writing

@@ -201,13 +201,14 @@ def test_no_report_without_students(open_page):
 def test_a_report_that_fails_after_the_click_says_why_in_its_file(open_page, monkeypatch):
     """After the click no message can be shown on the page: a build that fails (here, the
     data folder is emptied meanwhile) gives a file that says what was wrong instead."""
-    import kd_core.report.build as build_module
+    import kd_core.report.html as html_module
+    from kd_core.report.build import ReportError
 
     def refuse(request):
-        raise build_module.ReportError("The test split has no images; choose another folder.")
+        raise ReportError("The test split has no images; choose another folder.")
 
     registered = _recorded(monkeypatch, "add_deferred")
-    monkeypatch.setattr(build_module, "build_report", refuse)
+    monkeypatch.setattr(html_module, "build_report", refuse)
     open_page()
     build, _ = registered["amd_report.html"]
     page = build()

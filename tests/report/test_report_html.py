@@ -3,6 +3,7 @@ written all or nothing; each figure on its own, with SVG/PDF only through kaleid
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 
@@ -10,12 +11,15 @@ import plotly.io
 import pytest
 from plotly.offline import get_plotlyjs
 
+from kd_core.analysis.errors import AnalysisError
+from kd_core.checkpoints import CheckpointError
 from kd_core.figures.style import FIGURE_CONFIG
 from kd_core.report import html as report_html_module
 from kd_core.report.build import ReportError, ReportTable
 from kd_core.report.html import (
     PLOTLY_FILE,
     figure_div,
+    report_file,
     report_html,
     table_html,
     write_figures,
@@ -53,6 +57,32 @@ def test_the_report_fits_the_size_bound(page, report):
     # (the default workspace's report measures 6.7 MB: benchmarks/bench_report.py).
     [embedding] = [figure for figure in report.figures if figure.name == "embedding"]
     assert size - len(figure_div(embedding)) < MAX_BYTES - 3_000_000
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ReportError("The teacher has 10 classes but s: choose students of its classes."),
+        CheckpointError("teacher.pt: the file is gone; choose another one."),
+        FileNotFoundError("The data folder /x is gone; choose another folder."),
+        AnalysisError("The test split has no images; choose another folder."),
+    ],
+)
+def test_a_report_file_that_cannot_be_built_says_why_in_itself(error, monkeypatch):
+    """Built after a click (the app's button), no message can be shown: the file says it."""
+
+    def refuse(request):
+        raise error
+
+    monkeypatch.setattr(report_html_module, "build_report", refuse)
+    document = report_file(request=None)
+    assert document.startswith("<!DOCTYPE html>") and "could not be built" in document
+    assert html.escape(str(error)) in document and "<script" not in document
+
+
+def test_a_report_file_that_can_be_built_is_the_report(page, report, monkeypatch):
+    monkeypatch.setattr(report_html_module, "build_report", lambda request: report)
+    assert report_file(request=None) == page
 
 
 def test_tables_format_numbers_and_escape_text():
